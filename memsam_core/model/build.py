@@ -1,0 +1,197 @@
+"""Builders: SAM 2 from the ``sam2`` package's configs → MemorySAM (semantic decoder + LoRA + freezing),
+and loading of official SAM 2 checkpoints and of memsam checkpoints with clear errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from sam2.build_sam import build_sam2
+from sam2.modeling.sam.mask_decoder import MaskDecoder
+from sam2.modeling.sam2_base import SAM2Base
+from sam2.modeling.sam2_utils import MLP
+from torch import nn
+
+from memsam_core.config import ConfigError, ModelConfig
+from memsam_core.model.lora import add_lora_to_hiera
+from memsam_core.model.memorysam import MemorySAM
+
+CHECKPOINT_FORMAT = "memsam"
+CHECKPOINT_VERSION = 1
+_CLASS_SPECIFIC = ("mask_tokens.", "output_hypernetworks_mlps.", "iou_prediction_head.")
+_ARCHITECTURE_FIELDS = ("sam2_config", "image_size", "num_classes", "lora_rank")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or does not fit the configured model."""
+
+
+def build_sam2_base(cfg: ModelConfig) -> SAM2Base:
+    """Instantiate SAM 2 (random weights) at ``cfg.image_size``; RoPE tables sized for it up front."""
+    feat = cfg.image_size // 16
+    overrides = [
+        f"++model.image_size={cfg.image_size}",
+        f"++model.memory_attention.layer.self_attention.feat_sizes=[{feat},{feat}]",
+        f"++model.memory_attention.layer.cross_attention.feat_sizes=[{feat},{feat}]",
+    ]
+    return build_sam2(
+        cfg.sam2_config_path, ckpt_path=None, device="cpu", mode="eval",
+        hydra_overrides_extra=overrides, apply_postprocessing=False,
+    )  # fmt: skip
+
+
+def _read_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for truncated/corrupt archives
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise CheckpointError(f"{path}: not a SAM 2 / memsam checkpoint (expected a dict with a 'model' state dict)")
+    return data
+
+
+def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str) -> None:
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong_shape = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or wrong_shape:
+        details = []
+        if wrong_shape:
+            details.append(f"{len(wrong_shape)} shape mismatches, e.g. {wrong_shape[0]}")
+        if missing:
+            details.append(f"{len(missing)} missing keys, e.g. {missing[0]}")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected keys, e.g. {unexpected[0]}")
+        raise CheckpointError(
+            f"{path}: does not fit {what} ({'; '.join(details)}); is it for another model size or class count?"
+        )
+    module.load_state_dict(state, strict=True)
+
+
+def load_sam2_checkpoint(sam: SAM2Base, path: str | Path, cfg: ModelConfig) -> None:
+    """Load an official ``sam2*_hiera_*.pt`` (``{"model": state}``) strictly into a stock SAM 2."""
+    _load_strict(sam, _read_checkpoint(path)["model"], path, f"SAM 2 {cfg.sam2_config}")
+
+
+def semantic_mask_decoder(decoder: MaskDecoder, num_classes: int) -> MaskDecoder:
+    """A copy of SAM 2's decoder with ``num_classes`` mask tokens; class-specific parts fresh.
+
+    As in MemorySAM, mask tokens, hypernetwork MLPs and the IoU head are new (the IoU head is then
+    frozen); the two-way transformer, upscaling, high-res convs and object-score head are kept.
+    """
+    iou_head: MLP = decoder.iou_prediction_head
+    semantic = MaskDecoder(
+        transformer_dim=decoder.transformer_dim,
+        transformer=decoder.transformer,
+        num_multimask_outputs=num_classes,
+        iou_head_depth=iou_head.num_layers,
+        iou_head_hidden_dim=iou_head.layers[0].out_features,
+        use_high_res_features=decoder.use_high_res_features,
+        iou_prediction_use_sigmoid=iou_head.sigmoid_output,
+        pred_obj_scores=decoder.pred_obj_scores,
+        pred_obj_scores_mlp=isinstance(getattr(decoder, "pred_obj_score_head", None), MLP),
+        use_multimask_token_for_obj_ptr=decoder.use_multimask_token_for_obj_ptr,
+    )
+    shared = {k: v for k, v in decoder.state_dict().items() if not k.startswith(_CLASS_SPECIFIC)}
+    result = semantic.load_state_dict(shared, strict=False)
+    assert not result.unexpected_keys and all(k.startswith(_CLASS_SPECIFIC) for k in result.missing_keys)
+    for layer in semantic.iou_prediction_head.layers:
+        nn.init.kaiming_normal_(layer.weight, mode="fan_in")
+        nn.init.zeros_(layer.bias)
+    return semantic
+
+
+def set_trainable(model: MemorySAM, train_memory: bool = True) -> None:
+    """Freeze as the final official recipe: trunk, neck, prompt encoder, obj-pointer MLP, IoU and
+    object-score heads frozen; LoRA, decoder, memory attention/encoder and SAM 2 embeddings train."""
+    sam = model.sam
+    for param in sam.parameters():
+        param.requires_grad_(False)
+    for name, param in sam.image_encoder.named_parameters():
+        if ".q_a." in name or ".q_b." in name or ".v_a." in name or ".v_b." in name:
+            param.requires_grad_(True)
+    decoder = sam.sam_mask_decoder
+    for name, param in decoder.named_parameters():
+        if not name.startswith(("iou_prediction_head.", "pred_obj_score_head.")):
+            param.requires_grad_(True)
+    for module in (sam.memory_attention, sam.memory_encoder):
+        module.requires_grad_(train_memory)
+    for name in ("maskmem_tpos_enc", "no_mem_embed", "no_mem_pos_enc", "no_obj_ptr", "no_obj_embed_spatial"):
+        param = getattr(sam, name, None)
+        if isinstance(param, nn.Parameter):
+            param.requires_grad_(True)
+    for name in ("mask_downsample", "obj_ptr_tpos_proj"):
+        module = getattr(sam, name, None)
+        if isinstance(module, nn.Module):
+            module.requires_grad_(True)
+
+
+def build_memorysam(cfg: ModelConfig, sam2_checkpoint: str | Path | None = None, seed: int = 0) -> MemorySAM:
+    """Build MemorySAM; deterministic for a given ``seed`` (DDP ranks and tests agree without a broadcast)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        sam = build_sam2_base(cfg)
+        if sam2_checkpoint:
+            load_sam2_checkpoint(sam, sam2_checkpoint, cfg)
+        sam.sam_mask_decoder = semantic_mask_decoder(sam.sam_mask_decoder, cfg.num_classes)
+        if cfg.lora_rank > 0:
+            add_lora_to_hiera(sam.image_encoder.trunk, cfg.lora_rank, cfg.lora_alpha)
+        model = MemorySAM(sam, cfg.num_classes, cfg.gate_logits_by_object_score)
+    set_trainable(model, cfg.train_memory)
+    return model.eval()
+
+
+# ---------------------------------------------------------------------- memsam checkpoints
+def save_checkpoint(path: str | Path, model: MemorySAM, config: dict[str, Any], **extra: Any) -> None:
+    """Write ``{"format", "version", "model", "config", **extra}`` atomically (tmp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model": model.state_dict(),
+               "config": config, **extra}  # fmt: skip
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        torch.save(payload, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
+def read_memsam_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a memsam checkpoint (refusing an official SAM 2 one with advice)."""
+    data = _read_checkpoint(path)
+    if data.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path}: this is a plain SAM 2 checkpoint, not a trained memsam one; use it as "
+            "train.init_checkpoint to start training from it"
+        )
+    return data
+
+
+def check_architecture(stored: dict[str, Any], cfg: ModelConfig, path: str | Path, source: str) -> None:
+    """Fail at start-up, naming file and field, when the checkpoint's model differs from the config."""
+    stored_model = (stored or {}).get("model", {})
+    for field in _ARCHITECTURE_FIELDS:
+        if field in stored_model and stored_model[field] != getattr(cfg, field):
+            raise ConfigError(
+                f"{source}: model.{field}: config says {getattr(cfg, field)!r} but checkpoint {path} was "
+                f"trained with {stored_model[field]!r}"
+            )
+
+
+def load_memsam(path: str | Path, cfg: ModelConfig, source: str = "config") -> tuple[MemorySAM, dict[str, Any]]:
+    """Build the configured model and load a memsam checkpoint into it (strict); returns model + payload."""
+    data = read_memsam_checkpoint(path)
+    check_architecture(data.get("config", {}), cfg, path, source)
+    model = build_memorysam(cfg)
+    _load_strict(model, data["model"], path, f"memsam {cfg.sam2_config} with {cfg.num_classes} classes")
+    return model, data

@@ -1,0 +1,184 @@
+"""MemorySAM: the modality images of one instant as a frame sequence through SAM 2's memory.
+
+Frame 0 gets ``no_mem_embed``; frame k ≥ 1 cross-attends (SAM 2 memory attention) to the memories
+(memory encoder of features + predicted mask) and object pointers of every earlier frame, all stored
+as conditioning frames. The SAM 2 mask decoder is semantic: one mask token per class, no prompts.
+Class logits are averaged over frames (the paper's memory residual connection).
+
+Two forwards over the same weights:
+
+* :meth:`MemorySAM.forward` — the engine path: one batched image-encoder call for all frames, the
+  memory encoder skipped for the last frame, logits averaged at 1/4 resolution then upsampled once
+  (bilinear upsampling is linear, so this equals averaging full-resolution logits).
+* :meth:`MemorySAM.forward_reference` — the naive path MemorySAM's code takes: one ``forward_image``
+  per modality and SAM 2's own ``_track_step`` per frame in sequence; kept to measure and test against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from sam2.modeling.sam2_base import NO_OBJ_SCORE, SAM2Base
+from torch import nn
+
+
+@dataclass
+class FrameHeads:
+    """What the semantic decoder gives for one frame."""
+
+    class_logits: torch.Tensor  # [B, C, S/4, S/4] float32
+    memory_mask_logits: torch.Tensor  # [B, 1, S/4, S/4]: best-IoU class, object-score gated (SAM 2)
+    obj_ptr: torch.Tensor  # [B, 256]
+    object_score_logits: torch.Tensor  # [B, 1]
+
+
+class MemorySAM(nn.Module):
+    """SAM 2 with a semantic mask decoder, run over a sequence of modality frames."""
+
+    def __init__(self, sam: SAM2Base, num_classes: int, gate_logits_by_object_score: bool = False) -> None:
+        super().__init__()
+        if sam.sam_mask_decoder.num_multimask_outputs != num_classes:
+            raise ValueError("the SAM 2 mask decoder must have one multimask output per class")
+        self.sam = sam
+        self.num_classes = num_classes
+        self.gate_logits_by_object_score = gate_logits_by_object_score
+
+    @property
+    def image_size(self) -> int:
+        return self.sam.image_size
+
+    # ------------------------------------------------------------------ building blocks
+    def encode_images(self, images: torch.Tensor):
+        """Shared Hiera + FPN on ``[N, 3, S, S]`` → flattened per-level features, pos-encs and sizes."""
+        backbone_out = self.sam.forward_image(images)
+        _, feats, pos, sizes = self.sam._prepare_backbone_features(backbone_out)
+        return feats, pos, sizes
+
+    def _no_prompt_embeddings(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        coords = torch.zeros(batch, 1, 2, device=device)
+        labels = -torch.ones(batch, 1, dtype=torch.int32, device=device)
+        return self.sam.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+
+    def semantic_heads(
+        self,
+        pix_feat: torch.Tensor,
+        high_res: list[torch.Tensor],
+        prompts: tuple[torch.Tensor, torch.Tensor],
+    ) -> FrameHeads:
+        """SAM 2's ``_forward_sam_heads`` with class tokens; memory mask/pointer follow SAM 2 exactly."""
+        sam = self.sam
+        batch = pix_feat.size(0)
+        sparse, dense = prompts
+        low_res, ious, output_tokens, obj_score = sam.sam_mask_decoder(
+            image_embeddings=pix_feat,
+            image_pe=sam.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+            repeat_image=False,
+            high_res_features=high_res,
+        )
+        low_res = low_res.float()
+        appearing = obj_score > 0
+        gated = torch.where(appearing[:, None, None], low_res, NO_OBJ_SCORE)
+        best = torch.argmax(ious, dim=-1)
+        rows = torch.arange(batch, device=pix_feat.device)
+        memory_mask = gated[rows, best].unsqueeze(1)
+        token = output_tokens[rows, best] if output_tokens.size(1) > 1 else output_tokens[:, 0]
+        obj_ptr = sam.obj_ptr_proj(token)
+        if sam.pred_obj_scores:
+            weight = obj_score.sigmoid() if sam.soft_no_obj_ptr else appearing.to(obj_ptr.dtype)
+            if sam.fixed_no_obj_ptr:
+                obj_ptr = weight * obj_ptr
+            obj_ptr = obj_ptr + (1 - weight) * sam.no_obj_ptr
+        logits = gated if self.gate_logits_by_object_score else low_res
+        return FrameHeads(logits, memory_mask, obj_ptr, obj_score)
+
+    # ------------------------------------------------------------------ engine path
+    def forward(
+        self, frames: torch.Tensor, skip_last_memory: bool = True, return_features: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """``frames [B, M, 3, S, S]`` (M modalities in frame order) → ``{"logits": [B, C, S, S]}``.
+
+        ``return_features`` adds ``"features"``: the modality-mean stride-4 feature (``conv_s0`` output,
+        ``[B, 32, S/4, S/4]``) that SPMM builds class prototypes from.
+        """
+        batch, num_frames, _, size, _ = frames.shape
+        images = frames.transpose(0, 1).reshape(num_frames * batch, *frames.shape[2:])  # frame-major
+        feats, pos, sizes = self.encode_images(images)
+        prompts = self._no_prompt_embeddings(batch, frames.device)
+        memory: dict[str, dict] = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+        logit_sum = None
+        for k in range(num_frames):
+            frame = slice(k * batch, (k + 1) * batch)
+            cur_feats = [f[:, frame] for f in feats]
+            cur_pos = [p[:, frame] for p in pos]
+            pix_feat = self.sam._prepare_memory_conditioned_features(
+                frame_idx=k,
+                is_init_cond_frame=k == 0,
+                current_vision_feats=cur_feats[-1:],
+                current_vision_pos_embeds=cur_pos[-1:],
+                feat_sizes=sizes[-1:],
+                output_dict=memory,
+                num_frames=num_frames,
+            )
+            high_res = [x.permute(1, 2, 0).reshape(batch, x.size(2), *s) for x, s in zip(cur_feats[:-1], sizes[:-1])]
+            heads = self.semantic_heads(pix_feat, high_res, prompts)
+            logit_sum = heads.class_logits if logit_sum is None else logit_sum + heads.class_logits
+            if k < num_frames - 1 or not skip_last_memory:
+                mask_full = F.interpolate(
+                    heads.memory_mask_logits, size=(size, size), mode="bilinear", align_corners=False
+                )
+                maskmem, maskmem_pos = self.sam._encode_new_memory(
+                    current_vision_feats=cur_feats,
+                    feat_sizes=sizes,
+                    pred_masks_high_res=mask_full,
+                    object_score_logits=heads.object_score_logits,
+                    is_mask_from_pts=False,
+                )
+                memory["cond_frame_outputs"][k] = {
+                    "maskmem_features": maskmem,
+                    "maskmem_pos_enc": maskmem_pos,
+                    "obj_ptr": heads.obj_ptr,
+                }
+        logits = F.interpolate(logit_sum / num_frames, size=(size, size), mode="bilinear", align_corners=False)
+        out = {"logits": logits}
+        if return_features:
+            level0 = feats[0].permute(1, 2, 0)  # [M*B, 32, HW/16] frame-major
+            h0, w0 = sizes[0]
+            out["features"] = level0.reshape(num_frames, batch, -1, h0, w0).mean(dim=0)
+        return out
+
+    # ------------------------------------------------------------------ naive reference path
+    @torch.no_grad()
+    def forward_reference(self, frames: torch.Tensor) -> torch.Tensor:
+        """MemorySAM's own loop: per-modality ``forward_image``, SAM 2 ``_track_step`` per frame, every
+        frame's memory encoded, full-resolution logits averaged. Same weights, slower; for benchmarks
+        and for testing that :meth:`forward` is faithful."""
+        sam = self.sam
+        num_frames = frames.shape[1]
+        per_frame = [sam._prepare_backbone_features(sam.forward_image(frames[:, k]))[1:] for k in range(num_frames)]
+        output_dict: dict[str, dict] = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+        total = None
+        for k, (feats, pos, sizes) in enumerate(per_frame):
+            current_out, sam_outputs, _, _ = sam._track_step(
+                frame_idx=k,
+                is_init_cond_frame=k == 0,
+                current_vision_feats=feats,
+                current_vision_pos_embeds=pos,
+                feat_sizes=sizes,
+                point_inputs=None,
+                mask_inputs=None,
+                output_dict=output_dict,
+                num_frames=num_frames,
+                track_in_reverse=False,
+                prev_sam_mask_logits=None,
+            )
+            _, high_res_multimasks, _, _, high_res_masks, obj_ptr, object_score_logits = sam_outputs
+            current_out["obj_ptr"] = obj_ptr
+            sam._encode_memory_in_output(feats, sizes, None, True, high_res_masks, object_score_logits, current_out)
+            output_dict["cond_frame_outputs"][k] = current_out
+            total = high_res_multimasks if total is None else total + high_res_multimasks
+        return total / num_frames

@@ -1,0 +1,190 @@
+"""MemorySAM core on real sam2 modules (hiera tiny, 256 px so it runs on 2 cores)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from memsam_core.config import ConfigError, MemSamConfig, ModelConfig
+from memsam_core.engine import Segmenter
+from memsam_core.model import CheckpointError, build_memorysam, load_memsam, save_checkpoint
+from memsam_core.model.build import build_sam2_base
+from memsam_core.model.lora import LoRAQKV, merge_lora
+
+SIZE = 256
+MODALITIES = ["rgb", "depth", "lidar", "event"]
+
+
+@pytest.fixture(scope="module")
+def cfg() -> ModelConfig:
+    return ModelConfig(image_size=SIZE, num_classes=5, lora_rank=4)
+
+
+@pytest.fixture(scope="module")
+def model(cfg):
+    return build_memorysam(cfg, seed=0)
+
+
+def _frames(batch: int, count: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch, count, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+def test_every_modality_subset_gives_full_resolution_logits(model):
+    subsets = [s for r in range(1, 5) for s in itertools.combinations(MODALITIES, r)]
+    assert len(subsets) == 15
+    seen_counts = set()
+    with torch.no_grad():
+        for subset in subsets:
+            if len(subset) in seen_counts and len(subset) > 1:
+                continue  # the network only sees the frame count; one subset per count suffices here
+            seen_counts.add(len(subset))
+            out = model(_frames(2, len(subset)), return_features=True)
+            assert out["logits"].shape == (2, 5, SIZE, SIZE)
+            assert out["features"].shape == (2, 32, SIZE // 4, SIZE // 4)
+            assert torch.isfinite(out["logits"]).all()
+    assert seen_counts == {1, 2, 3, 4}
+
+
+def test_engine_path_matches_sam2_track_step_reference(cfg):
+    gated = build_memorysam(cfg.model_copy(update={"gate_logits_by_object_score": True}), seed=1)
+    frames = _frames(1, 4, seed=3)
+    with torch.no_grad():
+        engine = gated(frames, skip_last_memory=True)["logits"]
+    reference = gated.forward_reference(frames)
+    torch.testing.assert_close(engine, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_later_frames_see_earlier_frames_through_memory(model):
+    frames = _frames(1, 2, seed=4)
+    changed = frames.clone()
+    changed[:, 0] = torch.randn_like(changed[:, 0])
+    with torch.no_grad():
+        # frame 1's own prediction changes when only frame 0 changes: memory carries it over
+        base = model(frames)["logits"] * 2 - model(frames[:, :1])["logits"]
+        other = model(changed)["logits"] * 2 - model(changed[:, :1])["logits"]
+    assert (base - other).abs().max() > 1e-4
+
+
+def test_gradients_reach_trainable_parts_and_not_frozen_trunk(cfg):
+    model = build_memorysam(cfg, seed=2).train()
+    out = model(_frames(1, 3, seed=5), return_features=True)
+    labels = torch.randint(0, cfg.num_classes, (1, SIZE, SIZE))
+    loss = torch.nn.functional.cross_entropy(out["logits"], labels) + out["features"].square().mean()
+    loss.backward()
+    sam = model.sam
+
+    def grad_norm(module: torch.nn.Module) -> float:
+        return sum(float(p.grad.abs().sum()) for p in module.parameters() if p.grad is not None)
+
+    lora = [m for m in sam.image_encoder.modules() if isinstance(m, LoRAQKV)]
+    assert len(lora) == len(sam.image_encoder.trunk.blocks)
+    # B starts at zero, so the first gradient lands on B (A's gradient is B^T-weighted = 0)
+    assert sum(float(m.q_b.weight.grad.abs().sum() + m.v_b.weight.grad.abs().sum()) for m in lora) > 0
+    assert grad_norm(sam.memory_attention) > 0
+    assert grad_norm(sam.memory_encoder) > 0
+    assert grad_norm(sam.sam_mask_decoder.transformer) > 0
+    assert sam.sam_mask_decoder.mask_tokens.weight.grad.abs().sum() > 0
+    frozen = [
+        p for n, p in sam.image_encoder.named_parameters() if not any(k in n for k in ("q_a", "q_b", "v_a", "v_b"))
+    ]
+    assert frozen and all(not p.requires_grad and p.grad is None for p in frozen)
+    assert all(p.grad is None for p in sam.sam_prompt_encoder.parameters())
+    assert all(p.grad is None for p in sam.sam_mask_decoder.iou_prediction_head.parameters())
+
+
+def test_lora_covers_all_q_and_v_channels_and_merges_exactly(model):
+    block = next(
+        m for m in model.sam.image_encoder.modules() if isinstance(m, LoRAQKV) and m.dim_out != m.qkv.in_features
+    )
+    assert block.q_b.weight.shape[0] == block.dim_out  # widened block: all dim_out channels adapted
+    with torch.no_grad():
+        block.q_b.weight.normal_()
+        block.v_b.weight.normal_()
+        x = torch.randn(3, block.qkv.in_features)
+        expected = block(x)
+        torch.testing.assert_close(block.merged()(x), expected, rtol=1e-4, atol=1e-4)
+        block.q_b.weight.zero_()
+        block.v_b.weight.zero_()
+
+
+def test_official_sam2_checkpoint_loads_and_wrong_size_is_a_clear_error(tmp_path, cfg):
+    torch.manual_seed(7)
+    sam = build_sam2_base(cfg)
+    official = tmp_path / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": sam.state_dict()}, official)
+    model = build_memorysam(cfg, sam2_checkpoint=official)
+    key = "image_encoder.trunk.blocks.0.attn.qkv.weight"
+    torch.testing.assert_close(
+        model.sam.state_dict()["image_encoder.trunk.blocks.0.attn.qkv.qkv.weight"], sam.state_dict()[key]
+    )
+    torch.testing.assert_close(
+        model.sam.sam_mask_decoder.transformer.layers[0].mlp.layers[0].weight,
+        sam.sam_mask_decoder.transformer.layers[0].mlp.layers[0].weight,
+    )
+    wrong = cfg.model_copy(update={"sam2_config": "sam2.1_hiera_s"})
+    with pytest.raises(CheckpointError, match=r"sam2\.1_hiera_tiny\.pt.*another model size"):
+        build_memorysam(wrong, sam2_checkpoint=official)
+    with pytest.raises(CheckpointError, match="not found"):
+        build_memorysam(cfg, sam2_checkpoint=tmp_path / "missing.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(official.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"corrupt\.pt: cannot read"):
+        build_memorysam(cfg, sam2_checkpoint=corrupt)
+
+
+def test_memsam_checkpoint_round_trip_and_class_count_mismatch(tmp_path, cfg, model):
+    path = tmp_path / "memsam.pt"
+    config = MemSamConfig(model=cfg, classes={"names": [f"c{i}" for i in range(cfg.num_classes)]})
+    with torch.no_grad():
+        model.sam.sam_mask_decoder.mask_tokens.weight.add_(0.5)  # make it differ from a fresh build
+    save_checkpoint(path, model, config.to_dict())
+    loaded, payload = load_memsam(path, cfg)
+    frames = _frames(1, 2, seed=9)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(frames)["logits"], model(frames)["logits"])
+    assert payload["config"]["model"]["num_classes"] == cfg.num_classes
+    with pytest.raises(ConfigError, match=r"model\.num_classes: config says 7 .*memsam\.pt"):
+        load_memsam(path, cfg.model_copy(update={"num_classes": 7}))
+    with pytest.raises(CheckpointError, match="plain SAM 2 checkpoint"):
+        official = tmp_path / "official.pt"
+        torch.save({"model": {}}, official)
+        load_memsam(official, cfg)
+
+
+def test_segmenter_outputs_at_rgb_resolution_with_missing_modalities():
+    config = MemSamConfig(model={"image_size": SIZE, "num_classes": 3}, classes={"names": ["a", "b", "c"]})
+    segmenter = Segmenter(config)
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    depth = rng.uniform(0.5, 50, (60, 80)).astype(np.float32)
+    depth[0, :] = np.nan
+    lidar = np.zeros((120, 160), np.float32)
+    lidar[::8, ::3] = 10.0
+    event = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    labels, confidence = segmenter.segment({"rgb": rgb, "depth": depth, "lidar": lidar, "event": event})
+    assert labels.shape == (120, 160) and labels.dtype == np.uint8 and labels.max() < 3
+    assert confidence.shape == (120, 160) and confidence.dtype == np.float32
+    assert np.all((confidence >= 1 / 3 - 1e-5) & (confidence <= 1))
+    results = segmenter.segment_batch([{"rgb": rgb, "depth": depth}, {"rgb": rgb}, {"rgb": rgb, "depth": depth}])
+    assert [r.missing for r in results] == [("lidar", "event"), ("depth", "lidar", "event"), ("lidar", "event")]
+    np.testing.assert_array_equal(results[0].labels, results[2].labels)  # batched rows independent
+
+
+def test_segmenter_merged_lora_matches_training_model(cfg, tmp_path):
+    model = build_memorysam(cfg, seed=5)
+    config = MemSamConfig(model=cfg, classes={"names": [f"c{i}" for i in range(cfg.num_classes)]})
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, LoRAQKV):
+                m.q_b.weight.normal_(std=0.05)
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, config.to_dict())
+    segmenter = Segmenter(MemSamConfig.model_validate({**config.to_dict(), "inference": {"checkpoint": str(path)}}))
+    assert not any(isinstance(m, LoRAQKV) for m in segmenter.model.modules())
+    frames = _frames(1, 4, seed=11)
+    with torch.no_grad():
+        torch.testing.assert_close(segmenter.logits(frames), model(frames)["logits"], rtol=1e-3, atol=1e-3)
+    assert merge_lora(model) == len(model.sam.image_encoder.trunk.blocks)
