@@ -1,0 +1,117 @@
+"""Keep-newest hand-off from ROS callbacks to one processing thread.
+
+Inference is slower than the sensors, so a FIFO would only add latency: like image_pipeline's
+camera_calibration ``BufferQueue(maxsize=1)``, a new item replaces the one not yet started (counted
+as dropped) and the callback never blocks. At any moment::
+
+    submitted == processed + dropped + failed + pending     (pending: 0 or 1 waiting, plus 0 or 1 running)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+_log = logging.getLogger(__name__)
+
+
+class LatestWorker(Generic[T]):
+    """Runs ``process`` on the newest submitted item in a daemon thread; exceptions go to ``on_error``."""
+
+    def __init__(
+        self,
+        process: Callable[[T], None],
+        name: str = "memsam-worker",
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> None:
+        self._process = process
+        self._on_error = on_error
+        self._name = name
+        self._cond = threading.Condition()
+        self._item: T | None = None
+        self._has_item = False
+        self._running = False  # process() is executing an item
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.submitted = 0
+        self.processed = 0
+        self.dropped = 0
+        self.failed = 0
+
+    @property
+    def pending(self) -> int:
+        """Items accepted but not yet finished (waiting plus running)."""
+        with self._cond:
+            return int(self._has_item) + int(self._running)
+
+    def submit(self, item: T) -> bool:
+        """Hand over ``item``; True if it replaced an unprocessed one (which is counted as dropped)."""
+        with self._cond:
+            self.submitted += 1
+            replaced = self._has_item
+            if replaced:
+                self.dropped += 1
+            self._item, self._has_item = item, True
+            self._cond.notify_all()  # the worker and wait_idle() share the condition
+            return replaced
+
+    def start(self) -> None:
+        with self._cond:
+            if self._thread is not None:
+                raise RuntimeError(f"{self._name} already started")
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Finish the running item, leave a waiting one unprocessed; True if the thread ended in time."""
+        with self._cond:
+            thread, self._stopping = self._thread, True
+            self._cond.notify_all()
+        if thread is None:
+            return True
+        thread.join(timeout)
+        if thread.is_alive():
+            return False
+        with self._cond:
+            self._thread = None
+        return True
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until nothing is waiting or running (for tests and orderly shutdown)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not (self._has_item or self._running), timeout)
+
+    def _report(self, exc: Exception) -> None:
+        if self._on_error is None:
+            _log.error("%s: processing failed", self._name, exc_info=exc)
+            return
+        try:
+            self._on_error(exc)
+        except Exception:
+            _log.exception("%s: on_error failed", self._name)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._has_item or self._stopping)
+                if self._stopping:
+                    return
+                item, self._item, self._has_item = self._item, None, False
+                self._running = True
+            try:
+                self._process(item)  # type: ignore[arg-type]
+                ok = True
+            except Exception as exc:  # a bad frame must not kill the node's only worker
+                ok = False
+                self._report(exc)
+            with self._cond:
+                self._running = False
+                if ok:
+                    self.processed += 1
+                else:
+                    self.failed += 1
+                self._cond.notify_all()

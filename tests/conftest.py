@@ -1,0 +1,31 @@
+"""Shared fixtures: an rclpy Context per test on its own random DDS domain (no cross-talk between runs)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture
+def ros_domain_id(monkeypatch: pytest.MonkeyPatch) -> int:
+    """A random ROS_DOMAIN_ID in 1..100, also exported for any subprocess the test starts."""
+    domain_id = random.SystemRandom().randint(1, 100)
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain_id))
+    return domain_id
+
+
+@pytest.fixture
+def ros_context(ros_domain_id: int) -> Iterator[Any]:
+    """An initialised ``rclpy.context.Context`` (rclpy is imported lazily: ROS-free tests need none)."""
+    import rclpy
+    from rclpy.context import Context
+
+    context = Context()
+    rclpy.init(context=context, domain_id=ros_domain_id)
+    try:
+        yield context
+    finally:
+        context.try_shutdown()
