@@ -1,0 +1,1 @@
+"""Datasets in the raw multimodal format: synthetic scenes, DELIVER, and consistent augmentations."""

@@ -1,0 +1,198 @@
+"""DELIVER loader on a fixture tree in the real layout: indexing, decoding, label mapping, errors."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from memsam_core.data.deliver import (
+    DELIVER_CASES,
+    DELIVER_CONDITIONS,
+    DatasetError,
+    DeliverDataset,
+    companion_path,
+    decode_labels,
+    encode_labels,
+    parse_case,
+    read_png,
+)
+from memsam_core.data.deliver_fixture import write_deliver_fixture
+
+SIZE = 48
+CONDS = ("sun", "night", "fog")
+CASES = ("normal", "eventlowres", "lidarjitter")
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # "img" and "_rgb" in the root path must not confuse the companion-path mapping
+    root = tmp_path_factory.mktemp("img_rgb") / "DELIVER"
+    write_deliver_fixture(root, conditions=CONDS, cases=CASES, frames_per_sequence=2, size=SIZE, seed=1)
+    return root
+
+
+def _small_tree(root: Path) -> Path:
+    write_deliver_fixture(root, splits=("train",), conditions=("rain",), cases=("normal",), frames_per_sequence=3,
+                          size=32)  # fmt: skip
+    return root
+
+
+def test_constants() -> None:
+    assert DELIVER_CONDITIONS == ("cloud", "fog", "night", "rain", "sun")
+    assert set(DELIVER_CASES) == {"motionblur", "overexposure", "underexposure", "lidarjitter", "eventlowres"}
+
+
+def test_layout_and_length(tree: Path) -> None:
+    for folder in ("img", "hha", "depth", "event", "lidar", "semantic"):
+        assert (tree / folder / "night" / "val" / "MAP_2_point1_eventlowres").is_dir()
+    assert (tree / "hha/fog/train/MAP_3_point0/000005_depth_front.png").is_file()
+    assert len(DeliverDataset(tree, "train")) == len(CONDS) * len(CASES) * 2
+    assert len(DeliverDataset(tree, "val")) == len(CONDS) * len(CASES) * 2
+    with pytest.raises(DatasetError, match="no DELIVER samples"):
+        DeliverDataset(tree, "test")
+
+
+def test_companion_paths(tree: Path) -> None:
+    rgb = tree / "img/sun/train/MAP_5_point1_motionblur/000123_rgb_front.png"
+    seq = "sun/train/MAP_5_point1_motionblur"
+    assert companion_path(tree, rgb, "depth") == tree / f"hha/{seq}/000123_depth_front.png"
+    assert companion_path(tree, rgb, "lidar") == tree / f"lidar/{seq}/000123_lidar_front.png"
+    assert companion_path(tree, rgb, "event") == tree / f"event/{seq}/000123_event_front.png"
+    assert companion_path(tree, rgb, "labels") == tree / f"semantic/{seq}/000123_semantic_front.png"
+    assert companion_path(tree, rgb, "rgb") == rgb
+    with pytest.raises(ValueError):
+        companion_path(tree, tree / "hha/sun/train/x/000000_depth_front.png", "lidar")
+
+
+def test_case_parsing() -> None:
+    assert parse_case("MAP_10_point1_underexposure") == "underexposure"
+    assert parse_case("MAP_1_point2_eventlowres") == "eventlowres"
+    assert parse_case("MAP_1_point2") == "normal"
+
+
+def test_sample_format_and_meta(tree: Path) -> None:
+    ds = DeliverDataset(tree, "val")
+    seen = set()
+    for i in range(len(ds)):
+        s = ds[i]
+        meta, frames = s["meta"], s["frames"]
+        seen.add((meta["condition"], meta["case"]))
+        assert meta["sequence"].startswith("MAP_") and meta["frame"] in ("000000", "000005")
+        assert meta["split"] == "val" and meta["source"] == "deliver"
+        assert Path(meta["paths"]["depth"]).parts[-5] == "hha"
+        assert frames.keys() == {"rgb", "depth", "event", "lidar"}
+        for m, a in frames.items():
+            assert a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3, m
+        assert frames["rgb"].shape == (SIZE, SIZE, 3) and s["labels"].shape == (SIZE, SIZE)
+        lidar = frames["lidar"]  # 1-channel PNG repeated to 3
+        assert np.array_equal(lidar[..., 0], lidar[..., 1]) and np.array_equal(lidar[..., 0], lidar[..., 2])
+        expected_event = SIZE // 4 if meta["case"] == "eventlowres" else SIZE
+        assert frames["event"].shape == (expected_event, expected_event, 3)  # RGBA alpha dropped, size kept
+        assert s["labels"].max() < 25
+    assert seen == {(c, k) for c in CONDS for k in CASES}
+
+
+def test_cases_filter(tree: Path) -> None:
+    night = DeliverDataset(tree, "train", cases=["night"])
+    assert len(night) == len(CASES) * 2 and {it.condition for it in night.items} == {"night"}
+    low = DeliverDataset(tree, "train", cases=["eventlowres", "lidarjitter"])
+    assert {it.case for it in low.items} == {"eventlowres", "lidarjitter"} and len(low) == len(CONDS) * 4
+    assert {it.case for it in DeliverDataset(tree, "train", cases=["normal"]).items} == {"normal"}
+    with pytest.raises(ValueError, match="unknown cases"):
+        DeliverDataset(tree, "train", cases=["snow"])
+
+
+def test_modalities_subset(tree: Path) -> None:
+    s = DeliverDataset(tree, "train", modalities=("rgb", "lidar"))[0]
+    assert s["frames"].keys() == {"rgb", "lidar"}
+
+
+def test_label_mapping_raw_values(tmp_path: Path) -> None:
+    root = _small_tree(tmp_path / "d")
+    ds = DeliverDataset(root, "train")
+    path = Path(ds[0]["meta"]["paths"]["labels"])
+    raw = np.zeros((32, 32, 3), np.uint8)  # RGB order
+    raw[0, :5, 0] = [0, 1, 25, 255, 26]
+    raw[1, :, 0] = 7
+    raw[2, :, 1:] = 99  # G and B are ignored: only R carries the class
+    assert cv2.imwrite(str(path), cv2.cvtColor(raw, cv2.COLOR_RGB2BGR))
+    labels = ds[0]["labels"]
+    assert labels[0, :5].tolist() == [255, 0, 24, 255, 255]
+    assert (labels[1] == 6).all() and (labels[2] == 255).all()
+
+
+def test_decode_encode_roundtrip() -> None:
+    assert decode_labels(np.array([[0, 1, 2, 25, 255]], np.uint8)).tolist() == [[255, 0, 1, 24, 255]]
+    train_ids = np.array([[0, 24, 255, 12]], np.uint8)
+    assert np.array_equal(decode_labels(encode_labels(train_ids)), train_ids)
+
+
+def test_read_png_channel_handling(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(0).integers(0, 255, (8, 9, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "c.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert np.array_equal(read_png(tmp_path / "c.png"), rgb)
+    rgba = np.concatenate([rgb, np.zeros((8, 9, 1), np.uint8)], -1)
+    cv2.imwrite(str(tmp_path / "a.png"), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+    assert np.array_equal(read_png(tmp_path / "a.png"), rgb)
+    cv2.imwrite(str(tmp_path / "g.png"), rgb[..., 0])
+    assert np.array_equal(read_png(tmp_path / "g.png"), np.repeat(rgb[..., :1], 3, 2))
+
+
+def test_fixture_content_matches_labels(tree: Path) -> None:
+    s = DeliverDataset(tree, "train", cases=["sun"])[0]
+    sky = s["labels"] == 12
+    assert sky.any() and (s["labels"] == 6).any()  # Sky and Road from the synthetic scene
+    hha = s["frames"]["depth"]
+    assert (hha[sky][:, 2] == 0).all() and (hha[~sky][:, 2] == 255).all()  # HHA-like validity channel
+
+
+def test_corrupt_png_raises_with_path(tmp_path: Path) -> None:
+    ds = DeliverDataset(_small_tree(tmp_path / "d"), "train")
+    bad = Path(ds[1]["meta"]["paths"]["depth"])
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage, not a png")
+    with pytest.raises(DatasetError, match=str(bad)) as info:
+        ds[1]
+    assert info.value.path == bad
+    ds[0]  # the others still load
+
+
+def test_missing_file_raises_with_path(tmp_path: Path) -> None:
+    ds = DeliverDataset(_small_tree(tmp_path / "d"), "train")
+    gone = Path(ds[2]["meta"]["paths"]["labels"])
+    gone.unlink()
+    with pytest.raises(DatasetError, match=str(gone)):
+        ds[2]
+
+
+def test_skip_mode(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = _small_tree(tmp_path / "d")
+    probe = DeliverDataset(root, "train")
+    corrupt = Path(probe[1]["meta"]["paths"]["event"])
+    missing = Path(probe[2]["meta"]["paths"]["lidar"])
+    corrupt.write_bytes(b"nope")
+    missing.unlink()
+    with caplog.at_level(logging.WARNING, logger="memsam_core.data.deliver"):
+        ds = DeliverDataset(root, "train", on_error="skip")
+        assert len(ds) == 2  # missing companion filtered at index time
+        assert str(missing) in caplog.text
+        s = ds[1]  # corrupt → next readable sample (wraps around)
+    assert s["meta"]["index"] == 0
+    assert str(corrupt) in caplog.text
+    assert DeliverDataset(root, "train", on_error="skip", modalities=("rgb",)).__len__() == 3
+    with pytest.raises(ValueError):
+        DeliverDataset(root, "train", on_error="ignore")  # type: ignore[arg-type]
+
+
+def test_transform_applied_with_seeded_rng(tree: Path) -> None:
+    def crop(frames, labels, rng):
+        y = int(rng.integers(0, 8))
+        return {m: a[y : y + 16] for m, a in frames.items()}, labels[y : y + 16]
+
+    ds = DeliverDataset(tree, "train", modalities=("rgb",), transform=crop, aug_seed=5)
+    a, b = ds[3], ds[3]
+    assert a["frames"]["rgb"].shape == (16, SIZE, 3)
+    assert np.array_equal(a["frames"]["rgb"], b["frames"]["rgb"])
