@@ -105,6 +105,9 @@ class InferenceConfig(_Section):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast precision")
     compile: bool = Field(False, description="torch.compile the network (warm-up at start)")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
+        "default", description="torch.compile mode when compile is on; reduce-overhead = CUDA graphs (static shapes)"
+    )
     skip_last_memory: bool = Field(True, description="skip the memory encoder of the last frame (no effect on output)")
     threads: int = Field(0, ge=0, le=256, description="torch CPU threads (0 = torch default)")
 
@@ -138,6 +141,9 @@ class RosConfig(_Section):
     overlay_alpha: float = Field(0.5, ge=0.0, le=1.0, description="class colour weight in ~/color")
     diagnostics_period_s: float = Field(1.0, gt=0, le=60.0)
     warn_throttle_s: float = Field(5.0, ge=0, le=600.0, description="min seconds between repeated warnings")
+    silent_after_s: float = Field(
+        3.0, gt=0, le=3600.0, description="an input topic with no message for this long is reported missing"
+    )
 
     def topic(self, modality: str) -> str:
         return getattr(self, f"{modality}_topic")
@@ -193,7 +199,9 @@ class TrainConfig(_Section):
     spmm: bool = Field(True, description="semantic prototype memory (training only)")
     spmm_momentum: float = Field(0.8, ge=0, lt=1, description="EMA: memory <- m*memory + (1-m)*batch")
     spmm_weight: float = Field(1.0, ge=0)
-    spmm_scale: float = Field(65536.0, gt=0, description="MSE scale of the reference (256*256)")
+    spmm_scale: float = Field(
+        10.0, gt=0, description="MSE scale; the reference uses 65536 to offset its double division (docs/training.md)"
+    )
     amp: Literal["off", "bf16", "fp16"] = "off"
     grad_clip: float = Field(1.0, ge=0, description="max grad norm (0 = off)")
     seed: int = 3407
@@ -201,6 +209,11 @@ class TrainConfig(_Section):
     log_every: int = Field(10, ge=1, description="iterations between scalar logs")
     output_dir: str = "runs/memsam"
     init_checkpoint: str = Field("", description="official SAM 2 checkpoint to start from (sam2*_hiera_*.pt)")
+    checkpoint_every_iters: int = Field(
+        0, ge=0, description="also write last.pt every N iterations (mid-epoch resume; 0 = end of epoch only)"
+    )
+    deterministic: bool = Field(False, description="torch.use_deterministic_algorithms (bitwise-reproducible resume)")
+    threads: int = Field(0, ge=0, le=256, description="torch CPU threads per process (0 = torch default)")
 
 
 class MemSamConfig(_Section):

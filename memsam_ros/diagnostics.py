@@ -1,0 +1,218 @@
+"""Node health bookkeeping and its ``/diagnostics`` form (diagnostic_updater is not on PyPI).
+
+:class:`PipelineHealth` is fed by the node (message arrivals, faults, outputs) from several threads
+and turned into ``diagnostic_msgs/DiagnosticStatus`` entries: one for the pipeline (rate, latency,
+set accounting, sync resets) and one per input topic (rate, decode errors with the last reason,
+silence). Levels: ERROR when the reference topic is silent or inference keeps failing, WARN for a
+silent optional topic or a fault within the last ``recent_s``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+OK, WARN, ERROR = 0, 1, 2  # DiagnosticStatus.OK/WARN/ERROR as ints (the message field is a byte)
+RATE_WINDOW_S = 10.0
+
+
+@dataclass
+class TopicHealth:
+    """Counters of one input topic."""
+
+    modality: str
+    topic: str
+    received: int = 0
+    decoded: int = 0
+    decode_errors: int = 0
+    faults: int = 0  # decodable but suspicious (stamps, all-invalid depth, resolution ...)
+    last_reason: str = ""
+    last_fault_at: float | None = None
+    last_arrival: float | None = None
+    silent_reported: bool = False
+    arrivals: deque = field(default_factory=lambda: deque(maxlen=512))
+
+
+@dataclass
+class SetCounts:
+    """Synchronised-set accounting of the keep-newest worker: received = processed + dropped + failed + pending."""
+
+    received: int
+    processed: int
+    dropped: int
+    failed: int
+    pending: int
+
+    @property
+    def balanced(self) -> bool:
+        return self.received == self.processed + self.dropped + self.failed + self.pending
+
+
+class PipelineHealth:
+    """Thread-safe health record; the node publishes :meth:`statuses` from a timer."""
+
+    def __init__(
+        self, topics: Mapping[str, str], reference: str, silent_after_s: float, started_at: float, recent_s: float = 5.0
+    ) -> None:
+        self.topics = {m: TopicHealth(m, t) for m, t in topics.items()}
+        self.reference = reference
+        self.silent_after_s = silent_after_s
+        self.recent_s = recent_s
+        self.started_at = started_at
+        self._lock = threading.Lock()
+        self._outputs: deque[tuple[float, float, float]] = deque(maxlen=2048)  # (time, latency_ms, inference_ms)
+        self.last_failure: str = ""
+        self.last_failure_at: float | None = None
+        self.last_reset_at: float | None = None
+
+    # ------------------------------------------------------------------ recording
+    def message(self, modality: str, now: float) -> None:
+        with self._lock:
+            topic = self.topics[modality]
+            topic.received += 1
+            topic.last_arrival = now
+            topic.arrivals.append(now)
+
+    def decoded(self, modality: str) -> None:
+        with self._lock:
+            self.topics[modality].decoded += 1
+
+    def fault(self, modality: str, reason: str, now: float, decode_error: bool) -> None:
+        with self._lock:
+            topic = self.topics[modality]
+            if decode_error:
+                topic.decode_errors += 1
+            else:
+                topic.faults += 1
+            topic.last_reason = reason
+            topic.last_fault_at = now
+
+    def output(self, now: float, latency_ms: float, inference_ms: float) -> None:
+        with self._lock:
+            self._outputs.append((now, latency_ms, inference_ms))
+
+    def failure(self, reason: str, now: float) -> None:
+        with self._lock:
+            self.last_failure, self.last_failure_at = reason, now
+
+    def sync_reset(self, now: float) -> None:
+        with self._lock:
+            self.last_reset_at = now
+
+    # ------------------------------------------------------------------ queries
+    def silence(self, now: float) -> dict[str, float]:
+        """Seconds since the last message (or since start) for every topic silent longer than silent_after_s."""
+        with self._lock:
+            out = {}
+            for m, topic in self.topics.items():
+                since = now - (topic.last_arrival if topic.last_arrival is not None else self.started_at)
+                if since > self.silent_after_s:
+                    out[m] = since
+            return out
+
+    def mark_silent(self, modality: str, silent: bool) -> bool:
+        """Record the silent flag; True if it changed (to log going silent / coming back once)."""
+        with self._lock:
+            topic = self.topics[modality]
+            changed = topic.silent_reported != silent
+            topic.silent_reported = silent
+            return changed
+
+    def _recent(self, at: float | None, now: float) -> bool:
+        return at is not None and now - at <= self.recent_s
+
+    def statuses(
+        self, now: float, counts: SetCounts, sync_stats: Any, node_name: str, hardware_id: str = ""
+    ) -> list[DiagnosticStatus]:
+        """One pipeline status plus one per topic."""
+        silent = self.silence(now)
+        with self._lock:
+            window = min(RATE_WINDOW_S, max(now - self.started_at, 1e-3))
+            recent = [o for o in self._outputs if now - o[0] <= window]
+            statuses = [self._pipeline_status(now, counts, sync_stats, silent, recent, window, node_name, hardware_id)]
+            for m, topic in self.topics.items():
+                statuses.append(self._topic_status(now, topic, silent.get(m), window, node_name, hardware_id))
+        return statuses
+
+    def _pipeline_status(self, now, counts, sync_stats, silent, recent, window, node_name, hardware_id):
+        rate = len(recent) / window
+        latencies = [o[1] for o in recent]
+        inference = [o[2] for o in recent]
+        problems: list[tuple[int, str]] = []
+        if len(silent) == len(self.topics):
+            problems.append((ERROR, "no input on any topic"))
+        elif self.reference in silent:
+            problems.append((ERROR, f"reference topic {self.topics[self.reference].topic} silent"))
+        elif silent:
+            problems.append((WARN, "missing sensors: " + ", ".join(sorted(silent))))
+        if self._recent(self.last_failure_at, now):
+            problems.append((ERROR if not recent else WARN, f"inference failing: {self.last_failure}"))
+        faulty = [m for m, t in self.topics.items() if self._recent(t.last_fault_at, now)]
+        if faulty:
+            problems.append((WARN, "bad input on " + ", ".join(faulty)))
+        if self._recent(self.last_reset_at, now):
+            problems.append((WARN, "synchroniser reset (stamps jumped back)"))
+        level = max((p[0] for p in problems), default=OK)
+        message = "; ".join(p[1] for p in problems) or f"OK, {rate:.2f} Hz"
+        values = {
+            "processing_rate_hz": f"{rate:.3f}",
+            "latency_ms_mean": f"{sum(latencies) / len(latencies):.1f}" if latencies else "nan",
+            "latency_ms_max": f"{max(latencies):.1f}" if latencies else "nan",
+            "inference_ms_mean": f"{sum(inference) / len(inference):.1f}" if inference else "nan",
+            "sets_received": str(counts.received),
+            "sets_processed": str(counts.processed),
+            "sets_dropped": str(counts.dropped),
+            "sets_failed": str(counts.failed),
+            "sets_pending": str(counts.pending),
+            "sets_incomplete": str(sync_stats.dropped_incomplete),
+            "sync_resets": str(sync_stats.resets),
+            "sync_late": str(sum(sync_stats.late.values())),
+            "missing_sensors": ",".join(sorted(silent)),
+            "last_failure": self.last_failure,
+        }
+        return _status(level, f"{node_name}: pipeline", message, hardware_id, values)
+
+    def _topic_status(self, now, topic: TopicHealth, silent_for, window, node_name, hardware_id):
+        rate = sum(1 for t in topic.arrivals if now - t <= window) / window
+        level, message = OK, f"OK, {rate:.2f} Hz"
+        if self._recent(topic.last_fault_at, now):
+            level, message = WARN, topic.last_reason
+        if silent_for is not None:
+            level = ERROR if topic.modality == self.reference else max(level, WARN)
+            what = "no message yet" if topic.last_arrival is None else "silent"
+            message = f"{what} for {silent_for:.1f} s"
+        values = {
+            "topic": topic.topic,
+            "rate_hz": f"{rate:.3f}",
+            "received": str(topic.received),
+            "decode_errors": str(topic.decode_errors),
+            "faults": str(topic.faults),
+            "last_reason": topic.last_reason,
+            "silent_s": f"{silent_for:.1f}" if silent_for is not None else "0",
+        }
+        return _status(level, f"{node_name}: input {topic.modality}", message, hardware_id, values)
+
+
+def _status(level: int, name: str, message: str, hardware_id: str, values: Mapping[str, str]) -> DiagnosticStatus:
+    return DiagnosticStatus(
+        level=bytes([level]),
+        name=name,
+        message=message,
+        hardware_id=hardware_id,
+        values=[KeyValue(key=k, value=v) for k, v in values.items()],
+    )
+
+
+def diagnostic_array(statuses: list[DiagnosticStatus], stamp: Any) -> DiagnosticArray:
+    return DiagnosticArray(header=_header(stamp), status=statuses)
+
+
+def _header(stamp: Any) -> Any:
+    from std_msgs.msg import Header
+
+    return Header(stamp=stamp)
