@@ -10,7 +10,7 @@ setup(
     name=PACKAGE_NAME,
     version="0.1.0",
     packages=find_packages(
-        include=["memsam_core", "memsam_core.*", "memsam_ros", "memsam_ros.*", "training", "training.*"]
+        include=["memsam_core", "memsam_core.*", "memsam_ros", "memsam_ros.*", "memsam_training", "memsam_training.*"]
     ),
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE_NAME]),
@@ -33,7 +33,7 @@ setup(
             "memsam-play-bag = memsam_ros.player:main",
             "memsam-eval-bag = memsam_ros.evaluate:main",
             "memsam-demo = memsam_ros.demo:main",
-            "memsam-train = training.train:main",
+            "memsam-train = memsam_training.train:main",
         ],
     },
 )

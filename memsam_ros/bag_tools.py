@@ -1,0 +1,366 @@
+"""Multimodal rosbag2 bags from the synthetic generator, and helpers to read them back without ROS.
+
+The bag is what a real rig would record: four ``sensor_msgs/Image`` streams at ~10 Hz with their own
+per-sensor stamp offsets and a few ms of jitter (so the node's approximate-time synchroniser has real
+work to do), receive (log) times a few ms after the stamps, optional sensor dropouts, and two
+ground-truth topics whose header stamp equals the RGB stamp so evaluation can match by stamp:
+
+==========================  ===================================  =============================================
+topic                       type / encoding                      content
+==========================  ===================================  =============================================
+``/rgb/image``              Image ``rgb8``                       camera
+``/depth/image``            Image ``32FC1``                      metres, NaN = invalid (REP 118)
+``/lidar/depth_image``      Image ``32FC1``                      projected LiDAR metres, sparse, 0 = no return
+``/event/image``            Image ``rgb8`` (``mono8`` if 2-D)    event frame
+``/ground_truth/labels``    Image ``mono8``                      class ids, 255 = unlabeled; stamp = RGB stamp
+``/ground_truth/scene``     diagnostic_msgs/DiagnosticArray      KeyValues ``condition``, ``failures``,
+                                                                 ``dropped``, ``frame``, ``seed``; stamp = RGB
+==========================  ===================================  =============================================
+
+Written with ``rosbags`` (MCAP storage, rosbag2 metadata version 9), readable by ``ros2 bag play``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memsam_core.config import MODALITIES
+
+LOG = logging.getLogger(__name__)
+SENSOR_TOPICS: dict[str, str] = {
+    "rgb": "/rgb/image",
+    "depth": "/depth/image",
+    "lidar": "/lidar/depth_image",
+    "event": "/event/image",
+}
+"""Absolute topic per modality: the node's defaults (``ros.*_topic``) resolved without a namespace."""
+GT_LABELS_TOPIC = "/ground_truth/labels"
+GT_SCENE_TOPIC = "/ground_truth/scene"
+SCENE_STATUS_NAME = "memsam/ground_truth_scene"
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+SCENE_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
+FRAME_IDS: dict[str, str] = {"rgb": "camera_rgb", "depth": "camera_depth", "lidar": "lidar", "event": "camera_event"}
+SENSOR_OFFSETS_S: dict[str, float] = {"rgb": 0.0, "depth": 0.003, "lidar": 0.008, "event": -0.004}
+"""Per-sensor trigger offset from the RGB exposure; well inside the node's default 50 ms slop."""
+STAMP_JITTER_S = 0.002
+RECEIVE_DELAY_S = (0.002, 0.012)  # log time = stamp + transport/driver delay, uniform in this range
+START_TIME_S = 1_700_000_000  # realistic epoch stamps (and exercises float precision of stamp handling)
+
+
+class BagError(RuntimeError):
+    """A bag cannot be opened or lacks what is needed; the message names the bag and the problem."""
+
+
+@dataclass
+class BagSpec:
+    """What :func:`write_synthetic_bag` records."""
+
+    frames: int = 48
+    height: int = 96
+    width: int = 128
+    seed: int = 0
+    rate_hz: float = 10.0
+    conditions: tuple[str, ...] = ("sun", "cloud", "rain", "fog", "night")
+    drop: dict[str, float] = field(default_factory=dict)  # modality -> probability a frame's message is missing
+
+    def __post_init__(self) -> None:
+        if self.frames < 1 or self.height < 8 or self.width < 8 or self.rate_hz <= 0:
+            raise ValueError("need frames >= 1, height/width >= 8 and rate_hz > 0")
+        for modality, probability in self.drop.items():
+            if modality not in MODALITIES or modality == "rgb":
+                raise ValueError(
+                    f"--drop: can drop depth, lidar or event (the reference rgb is never dropped), got {modality!r}"
+                )
+            if not 0.0 <= probability <= 1.0:
+                raise ValueError(f"--drop {modality}: probability must be in [0, 1], got {probability}")
+        if not self.conditions:
+            raise ValueError("need at least one condition")
+
+
+@dataclass
+class BagSummary:
+    path: Path
+    frames: int
+    message_counts: dict[str, int]
+    conditions: list[str]
+
+
+def _typestore() -> Any:
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_KILTED)
+
+
+def condition_schedule(frames: int, conditions: Sequence[str]) -> list[str]:
+    """Contiguous runs of each condition (like driving into fog), covering every condition when possible."""
+    runs = len(conditions)
+    return [conditions[min(i * runs // frames, runs - 1)] for i in range(frames)]
+
+
+def _frame_sample(seed: int, spec: BagSpec, condition: str) -> Any:
+    from memsam_core.data.synthetic import SceneConfig, generate_scene
+
+    return generate_scene(seed, SceneConfig(height=spec.height, width=spec.width, condition=condition))
+
+
+def image_encoding(modality: str, array: np.ndarray) -> str:
+    """Wire encoding for a raw modality array (depth/LiDAR float metres, colour or mono uint8)."""
+    if modality in ("depth", "lidar"):
+        return "32FC1"
+    return "rgb8" if array.ndim == 3 else "mono8"
+
+
+def _stamp(ns: int, ts: Any) -> Any:
+    return ts.types["builtin_interfaces/msg/Time"](sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def _image_msg(ts: Any, array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str) -> Any:
+    dtype = np.dtype(np.float32) if encoding == "32FC1" else np.dtype(np.uint8)
+    packed = np.ascontiguousarray(array, dtype=dtype.newbyteorder("<"))
+    header = ts.types["std_msgs/msg/Header"](stamp=_stamp(stamp_ns, ts), frame_id=frame_id)
+    return ts.types[IMAGE_TYPE](
+        header=header,
+        height=packed.shape[0],
+        width=packed.shape[1],
+        encoding=encoding,
+        is_bigendian=0,
+        step=packed.strides[0],
+        data=packed.reshape(-1).view(np.uint8),
+    )
+
+
+def _scene_msg(ts: Any, stamp_ns: int, values: dict[str, str]) -> Any:
+    status = ts.types["diagnostic_msgs/msg/DiagnosticStatus"](
+        level=0,
+        name=SCENE_STATUS_NAME,
+        message=values.get("condition", ""),
+        hardware_id="synthetic",
+        values=[ts.types["diagnostic_msgs/msg/KeyValue"](key=k, value=v) for k, v in values.items()],
+    )
+    header = ts.types["std_msgs/msg/Header"](stamp=_stamp(stamp_ns, ts), frame_id=FRAME_IDS["rgb"])
+    return ts.types[SCENE_TYPE](header=header, status=[status])
+
+
+def write_synthetic_bag(path: str | Path, spec: BagSpec | None = None, progress: bool = False) -> BagSummary:
+    """Record ``spec.frames`` synthetic frames into a new MCAP rosbag2 directory at ``path``."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from tqdm import tqdm
+
+    spec = spec or BagSpec()
+    path = Path(path)
+    if path.exists():
+        raise BagError(f"{path}: already exists (rosbag2 writers never overwrite; delete it first)")
+    ts = _typestore()
+    rng = np.random.default_rng(spec.seed)
+    period_ns = round(1e9 / spec.rate_hz)
+    start_ns = START_TIME_S * 1_000_000_000
+    schedule = condition_schedule(spec.frames, spec.conditions)
+    pending: list[tuple[int, str, Any]] = []  # (log time ns, topic, message)
+    for index in range(spec.frames):
+        sample = _frame_sample(spec.seed * 100_003 + index, spec, schedule[index])
+        nominal_ns = start_ns + index * period_ns
+        rgb_stamp = nominal_ns + _jitter_ns(rng)
+        dropped = [m for m in ("depth", "lidar", "event") if rng.random() < spec.drop.get(m, 0.0)]
+        for modality in MODALITIES:
+            array = sample.frames.get(modality)
+            if array is None or modality in dropped:
+                continue
+            stamp = (
+                rgb_stamp
+                if modality == "rgb"
+                else nominal_ns + round(SENSOR_OFFSETS_S[modality] * 1e9) + _jitter_ns(rng)
+            )
+            msg = _image_msg(ts, array, image_encoding(modality, array), stamp, FRAME_IDS[modality])
+            pending.append((stamp + _delay_ns(rng), SENSOR_TOPICS[modality], msg))
+        gt_log = rgb_stamp + round(RECEIVE_DELAY_S[1] * 1e9) + 1  # after the RGB image, as annotation would be
+        pending.append((gt_log, GT_LABELS_TOPIC, _image_msg(ts, sample.labels, "mono8", rgb_stamp, FRAME_IDS["rgb"])))
+        scene = {
+            "condition": str(sample.condition),
+            "failures": ",".join(_as_strings(getattr(sample, "failures", ()))),
+            "dropped": ",".join(dropped),
+            "frame": str(index),
+            "seed": str(getattr(sample, "seed", spec.seed)),
+        }
+        pending.append((gt_log + 1, GT_SCENE_TOPIC, _scene_msg(ts, rgb_stamp, scene)))
+    pending.sort(key=lambda item: item[0])
+    counts: dict[str, int] = {}
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        connections: dict[str, Any] = {}
+        for topic in [*SENSOR_TOPICS.values(), GT_LABELS_TOPIC, GT_SCENE_TOPIC]:
+            msgtype = SCENE_TYPE if topic == GT_SCENE_TOPIC else IMAGE_TYPE
+            connections[topic] = writer.add_connection(topic, msgtype, typestore=ts)
+        for log_ns, topic, msg in tqdm(pending, desc="writing bag", unit="msg", disable=not progress):
+            writer.write(connections[topic], log_ns, ts.serialize_cdr(msg, connections[topic].msgtype))
+            counts[topic] = counts.get(topic, 0) + 1
+    return BagSummary(path, spec.frames, counts, sorted(set(schedule), key=schedule.index))
+
+
+def _jitter_ns(rng: np.random.Generator) -> int:
+    return round(rng.uniform(-STAMP_JITTER_S, STAMP_JITTER_S) * 1e9)
+
+
+def _delay_ns(rng: np.random.Generator) -> int:
+    return round(rng.uniform(*RECEIVE_DELAY_S) * 1e9)
+
+
+def _as_strings(values: Any) -> list[str]:
+    if isinstance(values, str):
+        return [values] if values else []
+    if isinstance(values, dict):
+        return [str(k) for k, v in values.items() if v]
+    return [str(v) for v in values or ()]
+
+
+# ---------------------------------------------------------------------- reading
+def stamp_ns(header: Any) -> int:
+    """Exact integer nanoseconds of a header stamp: the key that matches predictions to ground truth."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def open_reader(path: str | Path) -> Any:
+    """An opened ``rosbags`` Reader (close it, or use as a context manager), with a clear error if unreadable."""
+    from rosbags.rosbag2 import Reader
+
+    path = Path(path)
+    if not path.exists():
+        raise BagError(f"{path}: no such bag (create one with `memsam-make-bag {path}`)")
+    try:
+        reader = Reader(path)
+        reader.open()
+    except Exception as err:  # rosbags raises several types for unreadable/corrupt bags
+        raise BagError(f"{path}: cannot open as a rosbag2 bag: {err}") from None
+    return reader
+
+
+def bag_topics(path: str | Path) -> dict[str, tuple[str, int]]:
+    """``{topic: (msgtype, message_count)}`` of a bag."""
+    reader = open_reader(path)
+    try:
+        return {name: (info.msgtype, info.msgcount) for name, info in reader.topics.items()}
+    finally:
+        reader.close()
+
+
+def require_topics(path: str | Path, available: Iterable[str], required: dict[str, str]) -> None:
+    """Raise :class:`BagError` listing every ``{topic: why}`` the bag lacks, and what it has instead."""
+    have = set(available)
+    missing = {topic: why for topic, why in required.items() if topic not in have}
+    if missing:
+        lines = [f"{path}: missing topic {t} ({why})" for t, why in missing.items()]
+        lines.append(f"{path}: the bag has: {', '.join(sorted(have)) or '(no topics)'}")
+        raise BagError("\n".join(lines))
+
+
+def iter_messages(reader: Any, topics: Iterable[str]) -> Iterator[tuple[str, int, Any]]:
+    """``(topic, log_time_ns, deserialised message)`` in log-time order for ``topics``."""
+    ts = _typestore()
+    wanted = set(topics)
+    connections = [c for c in reader.connections if c.topic in wanted]
+    for connection, log_ns, raw in reader.messages(connections=connections):
+        try:
+            msg = ts.deserialize_cdr(raw, connection.msgtype)
+        except Exception as err:  # a corrupt message must not end the whole evaluation
+            LOG.warning(
+                "%s at log time %d: cannot deserialise %s, skipped: %s",
+                connection.topic,
+                log_ns,
+                connection.msgtype,
+                err,
+            )
+            continue
+        yield connection.topic, log_ns, msg
+
+
+def scene_values(msg: Any) -> dict[str, str]:
+    """KeyValues of a ground-truth scene message (DiagnosticArray) as a dict."""
+    values: dict[str, str] = {}
+    for status in msg.status:
+        for item in status.values:
+            values[item.key] = item.value
+    return values
+
+
+def read_synthetic_bag(path: str | Path) -> dict[str, list[tuple[int, Any]]]:
+    """All messages per topic as ``(header stamp ns, message)`` (tests and small bags only: loads everything)."""
+    out: dict[str, list[tuple[int, Any]]] = {}
+    reader = open_reader(path)
+    try:
+        for topic, _, msg in iter_messages(reader, reader.topics):
+            out.setdefault(topic, []).append((stamp_ns(msg.header), msg))
+    finally:
+        reader.close()
+    return out
+
+
+# ---------------------------------------------------------------------- CLI
+def _parse_drop(items: Sequence[str]) -> dict[str, float]:
+    """``["lidar:0.2", "event:0.1"]`` → ``{"lidar": 0.2, "event": 0.1}``."""
+    drop: dict[str, float] = {}
+    for item in items:
+        modality, sep, value = item.partition(":")
+        try:
+            drop[modality] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(f"--drop {item!r}: expected MODALITY:PROBABILITY, e.g. lidar:0.2")
+    return drop
+
+
+def make_bag_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="memsam-make-bag",
+        description="Write a multimodal rosbag2 (MCAP) of synthetic scenes with ground-truth labels.",
+    )
+    parser.add_argument("out", help="bag directory to create (must not exist)")
+    parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--height", type=int, default=96)
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rate", type=float, default=10.0, help="frame rate in Hz (default 10)")
+    parser.add_argument(
+        "--conditions", nargs="+", default=list(BagSpec().conditions), help="weather/light conditions, in order"
+    )
+    parser.add_argument(
+        "--drop",
+        nargs="*",
+        default=[],
+        metavar="MODALITY:P",
+        help="simulated sensor dropouts, e.g. --drop lidar:0.2 event:0.1",
+    )
+    return parser
+
+
+def make_bag_main(argv: Sequence[str] | None = None) -> int:
+    """``memsam-make-bag OUT [--frames N ...]``; returns 2 on bad arguments."""
+    args = make_bag_parser().parse_args(argv)
+    try:
+        spec = BagSpec(
+            frames=args.frames,
+            height=args.height,
+            width=args.width,
+            seed=args.seed,
+            rate_hz=args.rate,
+            conditions=tuple(args.conditions),
+            drop=_parse_drop(args.drop),
+        )
+        summary = write_synthetic_bag(args.out, spec, progress=True)
+    except (ValueError, BagError) as err:
+        print(f"memsam-make-bag: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {summary.path} ({summary.frames} frames, conditions {', '.join(summary.conditions)})")
+    for topic, count in summary.message_counts.items():
+        print(f"  {topic}: {count} messages")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(make_bag_main())
