@@ -1,0 +1,106 @@
+"""The fast inference paths give the same answers as the slow ones (correctness only, no timing asserts).
+
+Real sam2 modules (hiera tiny) at 128 px. Runtime on 2 idle CPU cores: ~25 s default (the ONNX test, marked
+slow, adds ~80 s: the dynamo ONNX exporter is slow).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from memsam_core.config import ConfigError, MemSamConfig, config_from_dict
+from memsam_core.engine import Segmenter
+from memsam_core.export import export_onnx, export_program, real_valued_rope
+from memsam_core.model import build_memorysam
+
+SIZE = 128
+CLASSES = 5
+
+
+def _config(**inference) -> MemSamConfig:
+    return MemSamConfig(
+        model={"image_size": SIZE, "num_classes": CLASSES},
+        classes={"names": [f"c{i}" for i in range(CLASSES)]},
+        inference={"device": "cpu", **inference},
+    )
+
+
+@pytest.fixture(scope="module")
+def segmenter() -> Segmenter:
+    return Segmenter(_config())  # untrained, LoRA merged: the engine as the node runs it
+
+
+def _frames(count: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(1, count, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_engine_forward_matches_naive_reference_for_each_frame_count(count):
+    # test_model covers 4 frames at 256 px; this covers the other counts (memory of 0, 1, 2 earlier frames)
+    model = build_memorysam(_config().model.model_copy(update={"gate_logits_by_object_score": True}), seed=count)
+    frames = _frames(count, seed=count)
+    with torch.no_grad():
+        engine = model(frames, skip_last_memory=True)["logits"]
+    torch.testing.assert_close(engine, model.forward_reference(frames), rtol=1e-4, atol=1e-4)
+
+
+def test_postprocess_confidence_is_the_softmax_maximum(segmenter):
+    logits = torch.randn(1, CLASSES, 32, 48, generator=torch.Generator().manual_seed(1)) * 4
+    logits[0, 2, :4, :4] = 80.0  # saturated pixels: confidence exactly 1, no overflow
+    for out_hw in [(32, 48), (50, 70)]:
+        labels, confidence = segmenter._postprocess(logits, out_hw)
+        resized = torch.nn.functional.interpolate(logits, size=out_hw, mode="bilinear", align_corners=False)
+        expected_conf, expected_labels = torch.softmax(resized[0], dim=0).max(dim=0)
+        np.testing.assert_array_equal(labels, expected_labels.numpy().astype(np.uint8))
+        np.testing.assert_allclose(confidence, expected_conf.numpy(), rtol=1e-6, atol=1e-6)
+        assert confidence.dtype == np.float32 and labels.dtype == np.uint8
+
+
+def test_bf16_autocast_on_cpu_tracks_fp32(segmenter):
+    fast = Segmenter(_config(precision="bf16"), model=segmenter.model)
+    frames = _frames(4, seed=2)
+    reference = segmenter.logits(frames)
+    approx = fast.logits(frames)
+    assert approx.dtype == torch.float32 and torch.isfinite(approx).all()
+    # bf16 keeps 8 mantissa bits: small relative error, and the decision mostly unchanged
+    error = (approx - reference).abs().mean() / reference.abs().mean()
+    assert error < 0.05, f"bf16 relative error {error:.3f}"
+    agreement = (approx.argmax(1) == reference.argmax(1)).float().mean()
+    assert agreement > 0.9, f"bf16 argmax agreement {agreement:.3f}"
+
+
+def test_compile_mode_is_validated():
+    assert _config(compile_mode="reduce-overhead").inference.compile_mode == "reduce-overhead"
+    with pytest.raises(ConfigError, match="compile_mode"):
+        config_from_dict({"inference": {"compile_mode": "fastest"}}, "test.yaml")
+
+
+def test_real_valued_rope_equals_sam2_complex_rope(segmenter):
+    frames = _frames(3, seed=3)
+    expected = segmenter.logits(frames)
+    with torch.inference_mode(), real_valued_rope(segmenter.model) as patched:
+        got = segmenter.model(frames)["logits"]
+    assert patched == 8  # 4 memory-attention layers x (self, cross)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert "forward" not in vars(segmenter.model.sam.memory_attention.layers[0].self_attn)  # restored
+
+
+def test_exported_program_matches_eager(segmenter):
+    program = export_program(segmenter.model, num_modalities=2)
+    frames = _frames(2, seed=4)
+    with torch.no_grad():
+        exported = program.module()(frames)
+    torch.testing.assert_close(exported, segmenter.logits(frames), rtol=1e-4, atol=1e-4)
+    assert not any(p.dtype.is_complex for p in program.state_dict.values())
+
+
+@pytest.mark.slow
+def test_onnx_export_runs_in_onnxruntime_like_eager(segmenter, tmp_path):
+    ort = pytest.importorskip("onnxruntime", reason="pip install onnxruntime (requirements.txt)")
+    path = export_onnx(segmenter.model, tmp_path / "memsam.onnx", num_modalities=2)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    frames = _frames(2, seed=5)
+    (logits,) = session.run(None, {"frames": frames.numpy()})
+    np.testing.assert_allclose(logits, segmenter.logits(frames).numpy(), rtol=1e-4, atol=1e-4)
