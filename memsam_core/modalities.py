@@ -32,6 +32,8 @@ from memsam_core.config import InputConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+_RGB_MEAN_255 = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) * 255.0
+_RGB_STD_255 = torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255.0
 
 
 class ModalityError(ValueError):
@@ -50,13 +52,19 @@ def _as_hwc_uint8(array: np.ndarray, modality: str) -> np.ndarray:
     return array
 
 
-def _metric_channels(depth: torch.Tensor, max_m: float) -> torch.Tensor:
-    """[H, W] metres → [3, H, W]: linear range, log range and validity (REP 118 invalid → 0)."""
+def _metric_channels(depth: torch.Tensor, max_m: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """[H, W] metres → [3, H, W]: linear range, log range and validity (REP 118 invalid → 0).
+
+    Written into one (optionally caller-owned) tensor with in-place ops: at 1024² this runs per message.
+    """
     valid = torch.isfinite(depth) & (depth > 0)
-    d = torch.where(valid, depth, torch.zeros_like(depth)).clamp(max=max_m)
-    linear = d / max_m
-    log = torch.log1p(d) / float(np.log1p(max_m))
-    return torch.stack([linear, log, valid.to(depth.dtype)], dim=0)
+    if out is None:
+        out = torch.empty((3, *depth.shape), dtype=depth.dtype)
+    clipped = torch.where(valid, depth, torch.zeros((), dtype=depth.dtype), out=out[0]).clamp_(max=max_m)
+    torch.log1p(clipped, out=out[1]).mul_(1.0 / float(np.log1p(max_m)))
+    clipped.mul_(1.0 / max_m)
+    out[2].copy_(valid)
+    return out
 
 
 def _densify_nearest(metres: torch.Tensor, radius: int) -> torch.Tensor:
@@ -68,50 +76,83 @@ def _densify_nearest(metres: torch.Tensor, radius: int) -> torch.Tensor:
 
 
 def modality_to_tensor(
-    modality: str, array: np.ndarray, size: int, input_cfg: InputConfig | None = None
+    modality: str,
+    array: np.ndarray,
+    size: int,
+    input_cfg: InputConfig | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Convert one raw array to a ``[3, size, size]`` float32 tensor (see the module table)."""
+    """Convert one raw array to a ``[3, size, size]`` float32 tensor (see the module table).
+
+    ``out``: a ``[3, size, size]`` float32 tensor to write into (the engine's reused input buffer), which
+    saves an allocation and a copy per modality at large sizes.
+    """
     cfg = input_cfg or InputConfig()
     if not isinstance(array, np.ndarray):
         raise ModalityError(f"{modality}: expected a numpy array, got {type(array).__name__}")
     if array.size == 0 or min(array.shape[:2]) == 0:
         raise ModalityError(f"{modality}: empty image {array.shape}")
+    same_size = tuple(array.shape[:2]) == (size, size)
+    target = out if same_size else None  # written in place; otherwise resized into ``out`` at the end
     if array.dtype == np.uint8:
-        image = torch.from_numpy(np.ascontiguousarray(_as_hwc_uint8(array, modality)))
-        x = image.permute(2, 0, 1).float().div_(255.0)
+        planar = torch.from_numpy(np.ascontiguousarray(_as_hwc_uint8(array, modality))).permute(2, 0, 1)
+        # one converting copy to planar float32, then in-place scaling (no temporaries)
+        x = torch.empty(planar.shape, dtype=torch.float32) if target is None else target
+        x.copy_(planar)
         if modality == "rgb":
-            mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-            std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-            x = (x - mean) / std
-        return _resize(x, size, "bilinear")
+            x.sub_(_RGB_MEAN_255).div_(_RGB_STD_255)  # == (x / 255 - mean) / std
+        else:
+            x.mul_(1.0 / 255.0)
+        return _resize(x, size, "bilinear", out)
     if modality in ("depth", "lidar") and array.ndim == 2 and np.issubdtype(array.dtype, np.floating):
         metres = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
         max_m = cfg.depth_max_m if modality == "depth" else cfg.lidar_max_m
         if modality == "lidar" and cfg.lidar_dilate_px > 0:
             metres = _densify_nearest(metres, cfg.lidar_dilate_px)
-        return _resize(_metric_channels(metres, max_m), size, "nearest")
+        return _resize(_metric_channels(metres, max_m, target), size, "nearest", out)
     raise ModalityError(
         f"{modality}: unsupported array dtype {array.dtype} / shape {array.shape} "
         "(rgb/event: uint8 HxW[x3]; depth/lidar: float32 HxW metres or uint8 image)"
     )
 
 
-def _resize(x: torch.Tensor, size: int, mode: str) -> torch.Tensor:
-    if x.shape[-2:] == (size, size):
+def _resize(x: torch.Tensor, size: int, mode: str, out: torch.Tensor | None = None) -> torch.Tensor:
+    if x.shape[-2:] != (size, size):
+        kwargs = {"align_corners": False, "antialias": True} if mode == "bilinear" else {}
+        x = F.interpolate(x[None], size=(size, size), mode=mode, **kwargs)[0]
+    if out is None:
         return x.contiguous()
-    kwargs = {"align_corners": False, "antialias": True} if mode == "bilinear" else {}
-    return F.interpolate(x[None], size=(size, size), mode=mode, **kwargs)[0]
+    if x is not out:
+        out.copy_(x)
+    return out
 
 
-def frames_to_tensor(
-    frames: Mapping[str, np.ndarray], modalities: list[str], size: int, input_cfg: InputConfig | None = None
-) -> tuple[torch.Tensor, list[str]]:
-    """Stack the present modalities in configured order → ``[M, 3, size, size]`` and their names.
-
-    Missing modalities are simply absent frames (MemorySAM copes with any ordered subset).
-    """
+def present_modalities(frames: Mapping[str, np.ndarray], modalities: list[str]) -> list[str]:
+    """The configured modalities present in ``frames``, in configured (= frame) order."""
     present = [m for m in modalities if m in frames and frames[m] is not None]
     if not present:
         raise ModalityError(f"no configured modality present; configured {modalities}, got {sorted(frames)}")
-    tensors = [modality_to_tensor(m, frames[m], size, input_cfg) for m in present]
-    return torch.stack(tensors, dim=0), present
+    return present
+
+
+def frames_to_tensor(
+    frames: Mapping[str, np.ndarray],
+    modalities: list[str],
+    size: int,
+    input_cfg: InputConfig | None = None,
+    out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, list[str]]:
+    """Stack the present modalities in configured order → ``[M, 3, size, size]`` and their names.
+
+    Missing modalities are simply absent frames (MemorySAM copes with any ordered subset). ``out``: an
+    ``[M, 3, size, size]`` float32 tensor to fill instead of allocating one.
+    """
+    present = present_modalities(frames, modalities)
+    shape = (len(present), 3, size, size)
+    if out is None:
+        out = torch.empty(shape, dtype=torch.float32)
+    elif tuple(out.shape) != shape or out.dtype != torch.float32:
+        raise ValueError(f"out must be float32 {shape}, got {out.dtype} {tuple(out.shape)}")
+    for index, modality in enumerate(present):
+        modality_to_tensor(modality, frames[modality], size, input_cfg, out=out[index])
+    return out, present

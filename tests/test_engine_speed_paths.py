@@ -104,3 +104,44 @@ def test_onnx_export_runs_in_onnxruntime_like_eager(segmenter, tmp_path):
     frames = _frames(2, seed=5)
     (logits,) = session.run(None, {"frames": frames.numpy()})
     np.testing.assert_allclose(logits, segmenter.logits(frames).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def _raw_set(seed: int, height: int = 96, width: int = 128) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    depth = rng.uniform(0.5, 60.0, (height, width)).astype(np.float32)
+    depth[rng.random((height, width)) < 0.1] = np.nan
+    return {
+        "rgb": rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
+        "depth": depth,
+        "event": rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
+    }
+
+
+def test_reused_buffers_do_not_leak_between_calls(segmenter):
+    # the engine reuses its host input buffer and postprocessing scratch: results of one call must not change
+    # when the next call runs, and each call must equal a fresh engine's answer
+    first, second = _raw_set(1), _raw_set(2)
+    labels_1, confidence_1 = segmenter.segment(first)
+    kept = labels_1.copy(), confidence_1.copy()
+    labels_2, confidence_2 = segmenter.segment(second)
+    np.testing.assert_array_equal(labels_1, kept[0])
+    np.testing.assert_array_equal(confidence_1, kept[1])
+    assert not np.shares_memory(confidence_1, confidence_2)
+    fresh = Segmenter(_config(), model=segmenter.model)
+    np.testing.assert_array_equal(fresh.segment(second)[0], labels_2)
+    np.testing.assert_allclose(fresh.segment(second)[1], confidence_2, rtol=0, atol=0)
+
+
+def test_frames_to_tensor_into_a_buffer_equals_the_allocating_path():
+    from memsam_core.modalities import frames_to_tensor
+
+    frames = _raw_set(3)  # 96x128 → resized to 128; plus an already network-sized set (written in place)
+    same_size = {k: v[:, :SIZE] for k, v in _raw_set(4, SIZE, SIZE + 8).items()}  # non-contiguous views
+    for raw in (frames, same_size):
+        expected, present = frames_to_tensor(raw, ["rgb", "depth", "lidar", "event"], SIZE)
+        buffer = torch.full((len(present), 3, SIZE, SIZE), float("nan"))
+        out, _ = frames_to_tensor(raw, ["rgb", "depth", "lidar", "event"], SIZE, out=buffer)
+        assert out is buffer
+        torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="out must be float32"):
+        frames_to_tensor(frames, ["rgb"], SIZE, out=torch.empty(2, 3, SIZE, SIZE))
