@@ -76,7 +76,6 @@ def run_soak(
 ) -> SoakResult:
     import rclpy
     from rclpy.context import Context
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.node import Node
     from rclpy.parameter import Parameter
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -84,7 +83,7 @@ def run_soak(
     from std_msgs.msg import Header
 
     from memsam_ros.codec import array_to_image
-    from memsam_ros.node import SegmentNode
+    from memsam_ros.node import SegmentNode, configure_process_for_inference
 
     encodings = {"rgb": "rgb8", "depth": "32FC1", "lidar": "32FC1", "event": "rgb8"}
     context = Context()
@@ -110,7 +109,7 @@ def run_soak(
             outputs[0] += 1
 
     source.create_subscription(Image, f"/{node.get_name()}/labels", on_labels, qos)
-    executor = MultiThreadedExecutor(num_threads=3, context=context)
+    executor = configure_process_for_inference(context)  # as memsam-node spins it
     executor.add_node(node)
     executor.add_node(source)
     spin = threading.Thread(target=executor.spin, daemon=True)

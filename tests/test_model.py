@@ -188,3 +188,25 @@ def test_segmenter_merged_lora_matches_training_model(cfg, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(segmenter.logits(frames), model(frames)["logits"], rtol=1e-3, atol=1e-3)
     assert merge_lora(model) == len(model.sam.image_encoder.trunk.blocks)
+
+
+# blocks and first-stage width of each Hiera trunk (SAM 2 paper, Table: tiny/small/base+/large)
+_HIERA = {"t": (12, 96), "s": (16, 96), "b+": (24, 112), "l": (48, 144)}
+
+
+@pytest.mark.parametrize("name", ["sam2_hiera_t", "sam2_hiera_s", "sam2_hiera_b+", "sam2_hiera_l",
+                                  "sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l"])  # fmt: skip
+def test_every_sam2_config_builds_and_segments(name):
+    # every model size of SAM 2.0 and 2.1 builds from the sam2 package's configs, gets LoRA on every block,
+    # and runs a 2-frame sequence at a small input size
+    blocks, width = _HIERA[name.rsplit("_", 1)[1]]
+    cfg = ModelConfig(sam2_config=name, image_size=128, num_classes=3, lora_rank=2)
+    model = build_memorysam(cfg, seed=0)
+    trunk = model.sam.image_encoder.trunk
+    assert len(trunk.blocks) == blocks
+    assert trunk.blocks[0].dim == width
+    assert all(isinstance(block.attn.qkv, LoRAQKV) for block in trunk.blocks)
+    assert model.sam.sam_mask_decoder.num_multimask_outputs == 3  # one multimask token per class
+    with torch.no_grad():
+        logits = model(torch.randn(1, 2, 3, 128, 128, generator=torch.Generator().manual_seed(0)))["logits"]
+    assert logits.shape == (1, 3, 128, 128) and torch.isfinite(logits).all()
