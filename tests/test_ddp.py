@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from memsam_core.model.build import read_memsam_checkpoint
@@ -42,6 +43,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_stay_in_sync(tmp_path: Path) -> None:
     script = tmp_path / "rank_main.py"
     script.write_text(_RANK_SCRIPT)

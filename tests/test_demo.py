@@ -16,6 +16,7 @@ from memsam_ros.demo import QUICK_BAG, main
 pytestmark = pytest.mark.ros
 
 
+@pytest.mark.slow
 def test_quick_demo_end_to_end(ros_domain_id: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
     assert main(["--out", str(out), "--quick", "--no-progress"]) == 0

@@ -203,6 +203,7 @@ def test_sigkill_during_checkpoint_write_leaves_previous_checkpoint_intact(tmp_p
 
 
 # ------------------------------------------------------------------------------- proof it learns
+@pytest.mark.slow
 def test_training_learns_on_synthetic_scenes(tmp_path: Path) -> None:
     cfg = _cfg(
         tmp_path,
@@ -258,6 +259,7 @@ def _final_state(path: Path) -> dict:
     return data
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(_train_cmd(tmp_path / "full"), check=True, cwd=ROOT, env=env, capture_output=True)
