@@ -130,6 +130,11 @@ def test_reused_buffers_do_not_leak_between_calls(segmenter):
     fresh = Segmenter(_config(), model=segmenter.model)
     np.testing.assert_array_equal(fresh.segment(second)[0], labels_2)
     np.testing.assert_allclose(fresh.segment(second)[1], confidence_2, rtol=0, atol=0)
+    # a set with a sensor missing (another buffer shape) in between changes nothing for the full sets
+    without_depth = {k: v for k, v in first.items() if k != "depth"}
+    assert segmenter.segment_batch([without_depth])[0].missing == ("depth", "lidar")
+    np.testing.assert_array_equal(segmenter.segment(first)[0], kept[0])
+    np.testing.assert_array_equal(segmenter.segment(first)[1], kept[1])
 
 
 def test_frames_to_tensor_into_a_buffer_equals_the_allocating_path():
