@@ -7,7 +7,7 @@ same names. Validation errors are raised as :class:`ConfigError` naming the file
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -295,6 +295,18 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     for key, value in (overrides or {}).items():
         _set_dotted(data, key, value)
     return config_from_dict(data, source)
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """Command-line ``--set KEY=VALUE`` items → dotted overrides for :func:`load_config` (values parsed as
+    YAML: ``model.modalities=[rgb,depth]``, ``train.lr=1e-3``, ``inference.compile=true``)."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. model.image_size=128")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
 
 
 def _strip_ros_params(loaded: dict[str, Any]) -> dict[str, Any]:

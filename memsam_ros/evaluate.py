@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from memsam_core.classes import IGNORE_INDEX, colorize
-from memsam_core.config import ConfigError, MemSamConfig, load_config
+from memsam_core.config import ConfigError, MemSamConfig, load_config, parse_overrides
 from memsam_core.metrics import ConfusionMatrix
 from memsam_core.model import CheckpointError
 from memsam_ros.bag_tools import (
@@ -445,18 +445,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--startup-timeout", type=float, default=180.0, help="live: seconds to wait for the node")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. model.image_size=128")
-        out[key] = yaml.safe_load(value)
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

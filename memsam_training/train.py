@@ -28,12 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from memsam_core.config import ConfigError, MemSamConfig, load_config
+from memsam_core.config import ConfigError, MemSamConfig, load_config, parse_overrides
 from memsam_core.data.deliver import DatasetError
 from memsam_core.engine import resolve_device
 from memsam_core.model import CheckpointError, build_memorysam, save_checkpoint
@@ -373,17 +372,6 @@ def _json_safe(report: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["train.lr=1e-3", "model.modalities=[rgb,depth]"]`` → dotted dict (values parsed as YAML)."""
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got {pair!r}")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memsam-train", description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="training YAML (MemSamConfig schema), e.g. config/train_synthetic.yaml")

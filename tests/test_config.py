@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from memsam_core.config import ConfigError, MemSamConfig, iter_leaves, load_config
+from memsam_core.config import ConfigError, MemSamConfig, iter_leaves, load_config, parse_overrides
 
 
 def test_defaults_are_valid_and_round_trip(tmp_path):
@@ -74,3 +74,13 @@ def test_leaves_cover_every_field_with_dotted_names():
     assert leaves["sync.max_wait_s"] == 0.2
     assert "ros.rgb_topic" in leaves and "train.spmm_momentum" in leaves
     assert not any(isinstance(v, dict) for v in leaves.values())
+
+
+def test_command_line_overrides_parse_as_yaml_and_reject_malformed_items():
+    overrides = parse_overrides(["model.modalities=[rgb,depth]", "train.lr=1e-3", " inference.compile =true"])
+    assert overrides["model.modalities"] == ["rgb", "depth"] and overrides["inference.compile"] is True
+    config = load_config(None, overrides)  # PyYAML reads 1e-3 as a string; the schema makes it a float
+    assert config.model.modalities == ["rgb", "depth"] and config.train.lr == 1e-3 and config.inference.compile
+    for bad in ("model.image_size", "=128"):
+        with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+            parse_overrides([bad])

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 _RANK_SCRIPT = """
 import sys, torch, torch.distributed as dist
-from memsam_core.config import load_config
-from memsam_training.train import Trainer, parse_overrides
+from memsam_core.config import load_config, parse_overrides
+from memsam_training.train import Trainer
 
 out = sys.argv[1]
 trainer = Trainer(load_config(None, parse_overrides(sys.argv[2:])))
