@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memsam_ros.bag_tools import SENSOR_TOPICS, BagError, open_reader
+from memsam_ros.bag_tools import SENSOR_TOPICS, BagError, open_reader, stamp_ns
 
 DEFAULT_GATE_TIMEOUT_S = 30.0
 
@@ -61,7 +61,7 @@ class StampGate:
         self.newest_ns: int | None = None
 
     def on_message(self, msg: Any) -> None:
-        stamp = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+        stamp = stamp_ns(msg.header)
         with self._cond:
             if self.newest_ns is None or stamp > self.newest_ns:
                 self.newest_ns = stamp
