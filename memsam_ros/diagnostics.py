@@ -17,6 +17,8 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+from memsam_ros.worker import SetCounts
+
 OK, WARN, ERROR = 0, 1, 2  # DiagnosticStatus.OK/WARN/ERROR as ints (the message field is a byte)
 RATE_WINDOW_S = 10.0
 
@@ -36,21 +38,6 @@ class TopicHealth:
     last_arrival: float | None = None
     silent_reported: bool = False
     arrivals: deque = field(default_factory=lambda: deque(maxlen=512))
-
-
-@dataclass
-class SetCounts:
-    """Synchronised-set accounting of the keep-newest worker: received = processed + dropped + failed + pending."""
-
-    received: int
-    processed: int
-    dropped: int
-    failed: int
-    pending: int
-
-    @property
-    def balanced(self) -> bool:
-        return self.received == self.processed + self.dropped + self.failed + self.pending
 
 
 class PipelineHealth:

@@ -36,11 +36,11 @@ from memsam_core.config import ConfigError
 from memsam_core.engine import Segmenter
 from memsam_core.model import CheckpointError
 from memsam_ros.codec import ImageDecodeError, array_to_image, decode_modality
-from memsam_ros.diagnostics import PipelineHealth, SetCounts, diagnostic_array
+from memsam_ros.diagnostics import PipelineHealth, diagnostic_array
 from memsam_ros.params import RUNTIME_PARAMETERS, declare_config_parameters, parameter_source, unknown_overrides
 from memsam_ros.sync import ModalitySynchronizer, SyncedSet
 from memsam_ros.throttle import WarningThrottle
-from memsam_ros.worker import LatestWorker
+from memsam_ros.worker import LatestWorker, SetCounts
 
 NODE_NAME = "memsam_segment"
 BACKJUMP_RESET_S = 1.0  # reference stamp going back more than this = bag loop (synchroniser resets)
@@ -353,11 +353,7 @@ class SegmentNode(Node):
     # ------------------------------------------------------------------ diagnostics
     def counts(self) -> SetCounts:
         """Synchronised-set accounting (received = processed + dropped + failed + pending)."""
-        worker = self._worker
-        if worker is None:
-            return SetCounts(0, 0, 0, 0, 0)
-        pending = worker.pending
-        return SetCounts(worker.submitted, worker.processed, worker.dropped, worker.failed, pending)
+        return self._worker.counts() if self._worker is not None else SetCounts(0, 0, 0, 0, 0)
 
     def _on_diagnostics(self) -> None:
         now = time.monotonic()

@@ -12,10 +12,26 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SetCounts:
+    """One consistent snapshot of the worker's accounting: received = processed + dropped + failed + pending."""
+
+    received: int
+    processed: int
+    dropped: int
+    failed: int
+    pending: int
+
+    @property
+    def balanced(self) -> bool:
+        return self.received == self.processed + self.dropped + self.failed + self.pending
 
 
 class LatestWorker(Generic[T]):
@@ -46,6 +62,12 @@ class LatestWorker(Generic[T]):
         """Items accepted but not yet finished (waiting plus running)."""
         with self._cond:
             return int(self._has_item) + int(self._running)
+
+    def counts(self) -> SetCounts:
+        """All counters read under the lock, so the identity holds even while items are in flight."""
+        with self._cond:
+            pending = int(self._has_item) + int(self._running)
+            return SetCounts(self.submitted, self.processed, self.dropped, self.failed, pending)
 
     def submit(self, item: T) -> bool:
         """Hand over ``item``; True if it replaced an unprocessed one (which is counted as dropped)."""

@@ -120,13 +120,24 @@ def test_counters_add_up_under_concurrent_submitters() -> None:
             worker.submit(offset + i)
             time.sleep(0.0002)
 
+    snapshots = []
+
+    def reader() -> None:  # as the node's diagnostics timer does, while items are in flight
+        while any(t.is_alive() for t in threads):
+            snapshots.append(worker.counts())
+
     threads = [threading.Thread(target=submitter, args=(k * 1000,)) for k in range(3)]
     for t in threads:
         t.start()
+    reading = threading.Thread(target=reader)
+    reading.start()
     for t in threads:
         t.join()
+    reading.join()
+    assert snapshots and all(snapshot.balanced for snapshot in snapshots)
     assert worker.wait_idle(TIMEOUT)
     assert worker.submitted == 600 and worker.pending == 0
+    assert worker.counts().balanced and worker.counts().received == 600
     assert worker.processed > 0 and worker.dropped > 0 and invariant(worker)
     assert worker.stop(TIMEOUT)
 
