@@ -39,7 +39,6 @@ from memsam_ros.codec import ImageDecodeError, decode_modality, image_to_array
 from memsam_ros.sync import ModalitySynchronizer
 
 LOG = logging.getLogger(__name__)
-BACKJUMP_RESET_S = 1.0  # as the node: a reference stamp jumping back this far is a bag loop
 UNKNOWN = "unknown"
 ALL_PRESENT = "none"
 MAX_OVERLAY_CANDIDATES = 64  # first frame of each (condition, missing) case, kept until the report picks some
@@ -57,19 +56,6 @@ def absolute_topic(name: str) -> str:
 
 def modality_topics(config: MemSamConfig) -> dict[str, str]:
     return {m: absolute_topic(config.ros.topic(m)) for m in config.model.modalities}
-
-
-def make_synchronizer(config: MemSamConfig) -> ModalitySynchronizer:
-    """The node's synchroniser with the node's settings (see SegmentNode._setup)."""
-    return ModalitySynchronizer(
-        list(config.model.modalities),
-        reference=config.sync.reference,
-        required=tuple(config.sync.required),
-        slop_s=config.sync.slop_s,
-        queue_size=config.sync.queue_size,
-        max_wait_s=config.sync.max_wait_s,
-        reset_backjump_s=BACKJUMP_RESET_S,
-    )
 
 
 # ---------------------------------------------------------------------- scoring
@@ -338,7 +324,7 @@ def evaluate_bag_offline(
         palette = np.asarray(segmenter.palette, dtype=np.uint8)
         has_scene = scene_topic in available
         board = Scoreboard(config.classes.names, palette, expect_scene=has_scene, max_overlays=max_overlays)
-        sync = make_synchronizer(config)
+        sync = ModalitySynchronizer.from_config(config)
         by_topic = {t: m for m, t in topics.items() if t in available}
         wanted = [*by_topic, gt_topic] + ([scene_topic] if has_scene else [])
         total = sum(reader.topics[t].msgcount for t in wanted)

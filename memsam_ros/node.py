@@ -38,12 +38,11 @@ from memsam_core.model import CheckpointError
 from memsam_ros.codec import ImageDecodeError, array_to_image, decode_modality
 from memsam_ros.diagnostics import PipelineHealth, diagnostic_array
 from memsam_ros.params import RUNTIME_PARAMETERS, declare_config_parameters, parameter_source, unknown_overrides
-from memsam_ros.sync import ModalitySynchronizer, SyncedSet
+from memsam_ros.sync import BACKJUMP_RESET_S, ModalitySynchronizer, SyncedSet
 from memsam_ros.throttle import WarningThrottle
 from memsam_ros.worker import LatestWorker, SetCounts
 
 NODE_NAME = "memsam_segment"
-BACKJUMP_RESET_S = 1.0  # reference stamp going back more than this = bag loop (synchroniser resets)
 FORWARD_JUMP_TOLERANCE_S = 1.0  # stamp advancing this much more than wall time = jump forward
 MAX_NONFINITE_DEPTH_FRACTION = 0.5  # warn above this share of NaN/Inf depth pixels (REP 118 allows some)
 BUILD_MSGS_HINT = "bash scripts/build_msgs.sh"
@@ -137,15 +136,7 @@ class SegmentNode(Node):
         self._last_stamp: dict[str, tuple[float, float]] = {}  # modality -> (stamp, arrival)
         self.topics = {m: self.resolve_topic_name(cfg.ros.topic(m)) for m in self.modalities}
         self.health = PipelineHealth(self.topics, self.reference, cfg.ros.silent_after_s, time.monotonic())
-        self.sync = ModalitySynchronizer(
-            self.modalities,
-            reference=self.reference,
-            required=tuple(cfg.sync.required),
-            slop_s=cfg.sync.slop_s,
-            queue_size=cfg.sync.queue_size,
-            max_wait_s=cfg.sync.max_wait_s,
-            reset_backjump_s=BACKJUMP_RESET_S,
-        )
+        self.sync = ModalitySynchronizer.from_config(cfg)
         self._info_type = _load_info_type()
         if self._info_type is None:
             self.get_logger().error(

@@ -27,7 +27,13 @@ from __future__ import annotations
 import bisect
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from memsam_core.config import MemSamConfig
+
+BACKJUMP_RESET_S = 1.0
+"""A reference stamp going back more than this is a bag loop / restarted source: the queues reset."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,7 @@ class ModalitySynchronizer:
         slop_s: float = 0.05,
         queue_size: int = 10,
         max_wait_s: float = 0.2,
-        reset_backjump_s: float = 1.0,
+        reset_backjump_s: float = BACKJUMP_RESET_S,
     ) -> None:
         if len(set(modalities)) != len(modalities):
             raise ValueError(f"modalities must be unique, got {modalities}")
@@ -114,6 +120,18 @@ class ModalitySynchronizer:
         self._stats = SyncStats.empty(self.modalities)
         self._last_final: float | None = None  # stamp of the last emitted or dropped reference
         self._newest_ref: float | None = None
+
+    @classmethod
+    def from_config(cls, config: MemSamConfig) -> ModalitySynchronizer:
+        """The synchroniser the node uses for ``config``; bag evaluation builds the same one."""
+        return cls(
+            list(config.model.modalities),
+            reference=config.sync.reference,
+            required=tuple(config.sync.required),
+            slop_s=config.sync.slop_s,
+            queue_size=config.sync.queue_size,
+            max_wait_s=config.sync.max_wait_s,
+        )
 
     @property
     def stats(self) -> SyncStats:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memsam_ros.sync import ModalitySynchronizer, SyncedSet
+from memsam_ros.sync import BACKJUMP_RESET_S, ModalitySynchronizer, SyncedSet
 
 MODS = ["rgb", "depth", "lidar"]
 
@@ -266,3 +266,17 @@ def test_duplicate_pending_reference_is_late() -> None:
     sync.add("rgb", 1.0, "again", now_s=0.01)
     [out] = sync.poll(1.0)
     assert out.items == {"rgb": "first"} and sync.stats.late["rgb"] == 1
+
+
+def test_from_config_takes_every_sync_setting_of_the_config():
+    from memsam_core.config import MemSamConfig
+
+    config = MemSamConfig(
+        model={"modalities": ["rgb", "lidar", "depth"]},
+        sync={"slop_s": 0.02, "queue_size": 3, "max_wait_s": 0.5, "required": ["rgb", "lidar"]},
+    )
+    sync = ModalitySynchronizer.from_config(config)
+    assert sync.modalities == ["rgb", "lidar", "depth"] and sync.reference == "rgb"
+    assert sync.required == ("rgb", "lidar")
+    assert (sync.slop_s, sync.queue_size, sync.max_wait_s) == (0.02, 3, 0.5)
+    assert sync.reset_backjump_s == BACKJUMP_RESET_S
