@@ -55,16 +55,24 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+# CPU features that decide whether bf16 is fast on this CPU (oneDNN uses them for bf16 GEMMs)
+_BF16_FLAGS = ("avx512f", "avx512_bf16", "amx_bf16")
+
+
 def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
+    """CPU model, the bf16-relevant ISA flags, threads, torch and GPU: enough to compare two tables."""
+    cpu, flags = platform.processor() or platform.machine(), set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
-            names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+            lines = info.read().splitlines()
+        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+        flags = {flag for line in lines if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
         if names:
             cpu = names[0]
     except OSError:
         pass
-    text = f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    isa = "/".join(flag for flag in _BF16_FLAGS if flag in flags) or "no avx512/bf16"
+    text = f"{cpu} ({isa}), {torch.get_num_threads()} torch threads, torch {torch.__version__}"
     if torch.cuda.is_available():
         text += f", {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
     return text

@@ -100,7 +100,7 @@ def example_input(model: MemorySAM, num_modalities: int, batch: int = 1) -> torc
 
 def export_program(model: MemorySAM, num_modalities: int, batch: int = 1) -> torch.export.ExportedProgram:
     """``torch.export`` the network for ``num_modalities`` frames (LoRA should already be merged)."""
-    network = LogitsNetwork(model.eval())
+    network = LogitsNetwork(model).eval()
     with torch.no_grad(), real_valued_rope(model):
         return torch.export.export(network, (example_input(model, num_modalities, batch),), strict=False)
 
@@ -112,7 +112,7 @@ def export_onnx(model: MemorySAM, path: str | Path, num_modalities: int, batch: 
     except ImportError as err:
         raise ImportError("ONNX export needs `pip install onnxscript` (see requirements.txt)") from err
     path = Path(path)
-    network = LogitsNetwork(model.eval())
+    network = LogitsNetwork(model).eval()
     with torch.no_grad(), real_valued_rope(model):
         program = torch.onnx.export(
             network,

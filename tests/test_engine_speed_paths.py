@@ -6,14 +6,17 @@ slow, adds ~80 s: the dynamo ONNX exporter is slow).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from memsam_core.config import ConfigError, MemSamConfig, config_from_dict
-from memsam_core.engine import Segmenter
+from memsam_core.engine import Segmenter, cpu_has_native_bf16, slow_precision_warning
 from memsam_core.export import export_onnx, export_program, real_valued_rope
 from memsam_core.model import build_memorysam
+from memsam_core.model.position import CachedPositionEncoding, cache_position_encodings
 
 SIZE = 128
 CLASSES = 5
@@ -46,6 +49,35 @@ def test_engine_forward_matches_naive_reference_for_each_frame_count(count):
     torch.testing.assert_close(engine, model.forward_reference(frames), rtol=1e-4, atol=1e-4)
 
 
+def test_cached_position_encodings_equal_sam2_and_are_batch_views():
+    model = build_memorysam(_config().model, seed=3)
+    stock = [m.position_encoding for m in (model.sam.image_encoder.neck, model.sam.memory_encoder)]
+    assert cache_position_encodings(model) == 2
+    assert cache_position_encodings(model) == 0  # idempotent
+    for original, cached in zip(stock, (model.sam.image_encoder.neck, model.sam.memory_encoder)):
+        assert isinstance(cached.position_encoding, CachedPositionEncoding)
+        for dtype in (torch.float32, torch.bfloat16):
+            x = torch.zeros(3, 7, 16, 24, dtype=dtype)
+            fast = cached.position_encoding(x)
+            torch.testing.assert_close(fast, original(x).to(dtype), rtol=0, atol=0)
+            assert fast.dtype == dtype and fast.stride(0) == 0  # one tensor shared by the batch, not a copy
+
+
+def test_engine_with_cached_encodings_matches_stock_naive_path_and_still_trains():
+    stock = build_memorysam(_config().model, seed=4)
+    fast = build_memorysam(_config().model, seed=4)
+    cache_position_encodings(fast)
+    frames = _frames(3, seed=4)
+    with torch.inference_mode():
+        engine = fast(frames)["logits"]  # CPU inference: the chunked encoder + broadcast encodings
+    torch.testing.assert_close(engine, stock.forward_reference(frames), rtol=1e-4, atol=1e-4)
+    # the cache was filled in inference mode; a training step on the same model must still backpropagate
+    fast.train()
+    loss = fast(frames)["logits"].square().mean()
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in fast.parameters() if p.requires_grad)
+
+
 def test_postprocess_confidence_is_the_softmax_maximum(segmenter):
     logits = torch.randn(1, CLASSES, 32, 48, generator=torch.Generator().manual_seed(1)) * 4
     logits[0, 2, :4, :4] = 80.0  # saturated pixels: confidence exactly 1, no overflow
@@ -69,6 +101,18 @@ def test_bf16_autocast_on_cpu_tracks_fp32(segmenter):
     assert error < 0.05, f"bf16 relative error {error:.3f}"
     agreement = (approx.argmax(1) == reference.argmax(1)).float().mean()
     assert agreement > 0.9, f"bf16 argmax agreement {agreement:.3f}"
+
+
+def test_slow_cpu_precisions_are_named_at_start_up():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert slow_precision_warning(cpu, "fp32") is None
+    assert "fp16" in slow_precision_warning(cpu, "fp16")
+    assert slow_precision_warning(cuda, "fp16") is None and slow_precision_warning(cuda, "bf16") is None
+    assert (slow_precision_warning(cpu, "bf16") is None) == cpu_has_native_bf16()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():  # torch's ISA probe agrees with the kernel's flags
+        flags = set(cpuinfo.read_text().split())
+        assert cpu_has_native_bf16() == bool(flags & {"avx512_bf16", "amx_tile"})
 
 
 def test_compile_mode_is_validated():

@@ -62,7 +62,8 @@ class MemorySAM(nn.Module):
         and peak memory ~25 % lower. GPUs (and training, which needs one graph) keep the batched call."""
         parts = [self.encode_images(images[i : i + chunk]) for i in range(0, images.size(0), chunk)]
         feats = [torch.cat([p[0][level] for p in parts], dim=1) for level in range(len(parts[0][0]))]
-        pos = [torch.cat([p[1][level] for p in parts], dim=1) for level in range(len(parts[0][1]))]
+        # position encodings do not depend on the image: broadcast the first one instead of concatenating copies
+        pos = [level[:, :1].expand(-1, images.size(0), -1) for level in parts[0][1]]
         return feats, pos, parts[0][2]
 
     def _no_prompt_embeddings(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
