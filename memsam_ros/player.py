@@ -34,6 +34,7 @@ from typing import Any
 from memsam_ros.bag_tools import SENSOR_TOPICS, BagError, open_reader, stamp_ns
 
 DEFAULT_GATE_TIMEOUT_S = 30.0
+DELIVERY_TIMEOUT_S = 5.0  # how long an exiting player waits for reliable subscribers to acknowledge
 
 
 @dataclass
@@ -138,6 +139,23 @@ class BagPlayer:
 
     def close(self) -> None:
         self._reader.close()
+
+    def wait_for_delivery(self, timeout_s: float = DELIVERY_TIMEOUT_S) -> bool:
+        """Block until every reliable subscriber has acknowledged every message published so far.
+
+        A player process that exits right after its last message can take that message down with it (the DDS
+        writer is destroyed before the reader acknowledged it); call this before exiting. Best-effort
+        publishers return at once. False when some subscriber had not acknowledged by ``timeout_s``.
+        """
+        from rclpy.duration import Duration
+
+        deadline = time.monotonic() + timeout_s
+        publishers = [*self.publishers.values(), *([self._clock_pub] if self._clock_pub else [])]
+        for publisher in publishers:
+            remaining = max(deadline - time.monotonic(), 0.0)
+            if not publisher.wait_for_all_acked(Duration(nanoseconds=int(remaining * 1e9))):
+                return False
+        return True
 
     def wait_for_subscribers(
         self, topics: Sequence[str], timeout_s: float, alive: Callable[[], bool] = lambda: True
@@ -290,6 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"published {sum(stats.published.values())} messages in {stats.wall_s:.1f} s", flush=True)
             if not args.loop:
                 break
+        if not player.wait_for_delivery():
+            print(f"memsam-play-bag: some subscriber had not received everything after {DELIVERY_TIMEOUT_S:.0f} s")
     except (BagError, ValueError) as err:
         print(f"memsam-play-bag: error: {err}", file=sys.stderr)
         return 2
