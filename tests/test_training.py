@@ -183,16 +183,17 @@ for i in range(1, 1000):
 
 def test_sigkill_during_checkpoint_write_leaves_previous_checkpoint_intact(tmp_path: Path) -> None:
     path = tmp_path / "last.pt"
-    torn_writes = 0
-    for delay in (0.0, 0.05, 0.1, 0.2):
+    torn, torn_writes = tmp_path / ".last.pt.tmp", 0
+    for _ in range(4):
         proc = subprocess.Popen([PYTHON, "-c", _SAVE_LOOP, str(path)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
         assert proc.stdout is not None
         while int(proc.stdout.readline() or -1) < 2:  # at least two complete writes
             assert proc.poll() is None, "save loop died"
-        time.sleep(delay)  # land the kill inside a later write
+        deadline = time.monotonic() + 30
+        while not torn.exists() and time.monotonic() < deadline:  # land the kill inside a later write
+            time.sleep(0.0005)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        torn = tmp_path / ".last.pt.tmp"
         torn_writes += torn.exists()
         torn.unlink(missing_ok=True)
         data = read_memsam_checkpoint(path)  # never a truncated archive
