@@ -63,6 +63,18 @@ def test_cached_position_encodings_equal_sam2_and_are_batch_views():
             assert fast.dtype == dtype and fast.stride(0) == 0  # one tensor shared by the batch, not a copy
 
 
+def test_cached_position_encoding_under_torch_compile_keeps_its_cache_clean():
+    # traced code (torch.compile, torch.export, ONNX) must not store a traced tensor in the eager cache
+    sine = build_memorysam(_config().model, seed=3).sam.image_encoder.neck.position_encoding
+    cached = CachedPositionEncoding(sine)
+    x = torch.zeros(2, 7, 16, 24)
+    compiled = torch.compile(cached, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), sine(x), rtol=0, atol=0)
+    assert cached._cache == {}
+    cached(x)  # eager fills it
+    assert len(cached._cache) == 1
+
+
 def test_engine_with_cached_encodings_matches_stock_naive_path_and_still_trains():
     stock = build_memorysam(_config().model, seed=4)
     fast = build_memorysam(_config().model, seed=4)

@@ -24,6 +24,8 @@ class CachedPositionEncoding(nn.Module):
         self._cache: dict[tuple, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():  # torch.compile / export trace SAM 2's own code; the compiler folds it
+            return self.sine(x).to(x.dtype)
         height, width = x.shape[-2:]
         key = (height, width, x.dtype, x.device)
         encoding = self._cache.get(key)
