@@ -206,3 +206,18 @@ def test_frames_to_tensor_into_a_buffer_equals_the_allocating_path():
         torch.testing.assert_close(out, expected, rtol=0, atol=0)
     with pytest.raises(ValueError, match="out must be float32"):
         frames_to_tensor(frames, ["rgb"], SIZE, out=torch.empty(2, 3, SIZE, SIZE))
+
+
+def test_cuda_checker_dry_runs_on_cpu():
+    # benchmarks/cuda_check.py is what a GPU machine runs (CI has none): keep it runnable, and failing when it should
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, str(root / "benchmarks/cuda_check.py"), "--device", "cpu", "--size", str(SIZE)]
+    command.append("--no-compile")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("PASS") == 2 and "FAIL" not in result.stdout and "# 0 failed" in result.stdout
+    for script in ("benchmarks/gpu_check.sh", "scripts/gpu_bundle.sh"):
+        assert subprocess.run(["bash", "-n", str(root / script)]).returncode == 0, f"{script}: syntax error"
