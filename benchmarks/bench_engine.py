@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_description, peak_rss_mib, time_call
+from common import benchmark_config, machine_description, peak_rss_mib, time_call
 
 from memsam_core.config import MemSamConfig
 from memsam_core.engine import Segmenter, resolve_device
@@ -45,16 +45,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _config(args: argparse.Namespace, size: int, device: str) -> MemSamConfig:
-    return MemSamConfig(
-        model={"sam2_config": args.sam2_config, "image_size": size, "num_classes": args.num_classes},
-        classes={"names": [f"c{i}" for i in range(args.num_classes)]},
-        inference={
-            "device": device,
-            "precision": args.precision,
-            "compile": args.compile,
-            "compile_mode": args.compile_mode,
-            "threads": args.threads,
-        },
+    return benchmark_config(
+        size,
+        args.num_classes,
+        args.sam2_config,
+        device=device,
+        precision=args.precision,
+        compile=args.compile,
+        compile_mode=args.compile_mode,
+        threads=args.threads,
     )
 
 

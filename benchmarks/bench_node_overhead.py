@@ -28,9 +28,8 @@ import torch
 from std_msgs.msg import Header
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_description, peak_rss_mib
+from common import benchmark_config, machine_description, peak_rss_mib
 
-from memsam_core.config import MemSamConfig
 from memsam_core.engine import Segmenter
 from memsam_core.modalities import frames_to_tensor
 from memsam_ros.codec import array_to_image, decode_modality
@@ -73,11 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    config = MemSamConfig(
-        model={"image_size": args.net_size, "num_classes": args.num_classes},
-        classes={"names": [f"c{i}" for i in range(args.num_classes)]},
-        inference={"device": "cpu"},
-    )
+    config = benchmark_config(args.net_size, args.num_classes, device="cpu")
     segmenter = Segmenter(config)
     # the node's own methods, run without a node (no warning is expected from valid inputs)
     node_like = types.SimpleNamespace(

@@ -1,4 +1,4 @@
-"""Shared benchmark helpers: timing with device sync, peak memory, and a one-line machine description."""
+"""Shared benchmark helpers: the benchmark config, timing with device sync, peak memory, a machine description."""
 
 from __future__ import annotations
 
@@ -10,6 +10,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from memsam_core.config import MemSamConfig
+from memsam_core.engine import cpu_has_native_bf16
+
+
+def benchmark_config(
+    image_size: int, num_classes: int = 25, sam2_config: str = "sam2.1_hiera_t", **inference
+) -> MemSamConfig:
+    """The config every benchmark runs: ``num_classes`` placeholder class names, the given ``inference`` settings."""
+    return MemSamConfig(
+        model={"sam2_config": sam2_config, "image_size": image_size, "num_classes": num_classes},
+        classes={"names": [f"c{i}" for i in range(num_classes)]},
+        inference=inference,
+    )
 
 
 @dataclass
@@ -55,23 +69,17 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-# CPU features that decide whether bf16 is fast on this CPU (oneDNN uses them for bf16 GEMMs)
-_BF16_FLAGS = ("avx512f", "avx512_bf16", "amx_bf16")
-
-
 def machine_description() -> str:
-    """CPU model, the bf16-relevant ISA flags, threads, torch and GPU: enough to compare two tables."""
-    cpu, flags = platform.processor() or platform.machine(), set()
+    """CPU model, its SIMD level and whether bf16 is native on it, threads, torch and GPU: enough to compare tables."""
+    cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
-            lines = info.read().splitlines()
-        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-        flags = {flag for line in lines if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+            names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
         if names:
             cpu = names[0]
     except OSError:
         pass
-    isa = "/".join(flag for flag in _BF16_FLAGS if flag in flags) or "no avx512/bf16"
+    isa = f"{torch.backends.cpu.get_cpu_capability()}, bf16 {'native' if cpu_has_native_bf16() else 'emulated'}"
     text = f"{cpu} ({isa}), {torch.get_num_threads()} torch threads, torch {torch.__version__}"
     if torch.cuda.is_available():
         text += f", {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"

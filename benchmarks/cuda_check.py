@@ -16,35 +16,23 @@ import copy
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from memsam_core.config import MemSamConfig
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import benchmark_config
+
+from memsam_core.data.synthetic import SceneConfig, generate_scene
 from memsam_core.engine import Segmenter
 from memsam_core.model import build_memorysam
 from memsam_core.model.lora import merge_lora
 
-CLASSES = 25
-
-
-def _config(size: int, device: str, **inference) -> MemSamConfig:
-    return MemSamConfig(
-        model={"image_size": size, "num_classes": CLASSES},
-        classes={"names": [f"c{i}" for i in range(CLASSES)]},
-        inference={"device": device, **inference},
-    )
-
 
 def _raw_set(seed: int, size: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    height, width = size * 3 // 4, size
-    return {
-        "rgb": rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
-        "depth": rng.uniform(0.5, 60.0, (height, width)).astype(np.float32),
-        "lidar": np.where(rng.random((height, width)) < 0.1, rng.uniform(1, 80, (height, width)), 0).astype(np.float32),
-        "event": rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
-    }
+    """A synthetic scene's modality arrays, as the node hands them to the engine (4:3, network width)."""
+    return dict(generate_scene(seed, SceneConfig(height=size * 3 // 4, width=size)).frames)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         if problem is not None:
             failures.append(name)
 
-    naive = build_memorysam(_config(args.size, "cpu").model, seed=0).eval().to(args.device)
+    naive = build_memorysam(benchmark_config(args.size, device="cpu").model, seed=0).eval().to(args.device)
     merged = copy.deepcopy(naive)
     merge_lora(merged)
-    fp32 = Segmenter(_config(args.size, args.device), model=merged)
+    fp32 = Segmenter(benchmark_config(args.size, device=args.device), model=merged)
     frames = torch.randn(1, 4, 3, args.size, args.size, generator=torch.Generator().manual_seed(0)).to(args.device)
     reference = fp32.logits(frames)
 
@@ -81,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         return None if diff < 1e-3 else f"max |diff| {diff:.2e}"
 
     def bf16_tracks_fp32() -> str | None:
-        approx = Segmenter(_config(args.size, args.device, precision="bf16"), model=merged).logits(frames)
+        bf16 = Segmenter(benchmark_config(args.size, device=args.device, precision="bf16"), model=merged)
+        approx = bf16.logits(frames)
         agreement = (approx.argmax(1) == reference.argmax(1)).float().mean().item()
         return None if agreement > 0.9 else f"argmax agreement {agreement:.3f}"
 
@@ -99,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         return None if buffers and all(b.is_pinned() for b in buffers) else "host input buffer is not pinned"
 
     def cuda_graphs_copy_outputs() -> str | None:
-        graphed = Segmenter(_config(args.size, args.device, compile=True, compile_mode="reduce-overhead"), model=merged)
+        config = benchmark_config(args.size, device=args.device, compile=True, compile_mode="reduce-overhead")
+        graphed = Segmenter(config, model=merged)
         other = torch.randn_like(frames)
         out_a = graphed.logits(frames)
         out_b = graphed.logits(other)  # a graph replay reuses its output buffer: out_a must survive it
