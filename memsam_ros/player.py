@@ -26,7 +26,7 @@ import importlib
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,6 +140,10 @@ class BagPlayer:
     def close(self) -> None:
         self._reader.close()
 
+    def _publishers_of(self, topics: Iterable[str]) -> list[Any]:
+        """The publishers of ``topics``, and of ``/clock`` when the player publishes it."""
+        return [self.publishers[t] for t in topics] + ([self._clock_pub] if self._clock_pub else [])
+
     def wait_for_delivery(self, timeout_s: float = DELIVERY_TIMEOUT_S) -> bool:
         """Block until every reliable subscriber has acknowledged every message published so far.
 
@@ -150,8 +154,7 @@ class BagPlayer:
         from rclpy.duration import Duration
 
         deadline = time.monotonic() + timeout_s
-        publishers = [*self.publishers.values(), *([self._clock_pub] if self._clock_pub else [])]
-        for publisher in publishers:
+        for publisher in self._publishers_of(self.publishers):
             remaining = max(deadline - time.monotonic(), 0.0)
             if not publisher.wait_for_all_acked(Duration(nanoseconds=int(remaining * 1e9))):
                 return False
@@ -162,7 +165,7 @@ class BagPlayer:
     ) -> bool:
         """Wait until every topic in ``topics`` (and ``/clock`` if published) has a matched subscriber."""
         deadline = time.monotonic() + timeout_s
-        publishers = [self.publishers[t] for t in topics] + ([self._clock_pub] if self._clock_pub else [])
+        publishers = self._publishers_of(topics)
         while time.monotonic() < deadline and alive():
             if all(p.get_subscription_count() > 0 for p in publishers):
                 return True
