@@ -18,9 +18,18 @@ from memsam_core.engine import cpu_has_native_bf16
 def benchmark_config(
     image_size: int, num_classes: int = 25, sam2_config: str = "sam2.1_hiera_t", **inference
 ) -> MemSamConfig:
-    """The config every benchmark runs: ``num_classes`` placeholder class names, the given ``inference`` settings."""
+    """The config every benchmark runs: ``num_classes`` placeholder class names, the given ``inference`` settings.
+
+    Logits are gated by SAM 2's object score as in the naive reference loop, so both paths compute the same
+    function even where the (random-weight) object score says "no object" on a frame.
+    """
     return MemSamConfig(
-        model={"sam2_config": sam2_config, "image_size": image_size, "num_classes": num_classes},
+        model={
+            "sam2_config": sam2_config,
+            "image_size": image_size,
+            "num_classes": num_classes,
+            "gate_logits_by_object_score": True,
+        },
         classes={"names": [f"c{i}" for i in range(num_classes)]},
         inference=inference,
     )

@@ -93,13 +93,16 @@ def seed_everything(seed: int) -> None:
 
 # ------------------------------------------------------------------------------------- distributed
 def init_distributed() -> tuple[int, int, int]:
-    """Rank, world size and local rank from torchrun's environment (1 process without it)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    """Rank, world size and local rank from torchrun's environment (1 process without it).
+
+    Any torchrun launch (``MASTER_ADDR`` set), ``--nproc_per_node=1`` included, joins a process group (NCCL on
+    CUDA, gloo on CPU) and trains under DDP, so a one-GPU torchrun run exercises the same path as eight.
+    """
+    if "MASTER_ADDR" not in os.environ or "RANK" not in os.environ:
         return 0, 1, 0
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
 
 
 class Trainer:
@@ -112,7 +115,7 @@ class Trainer:
         self.is_main = self.rank == 0
         device = resolve_device(cfg.inference.device)
         if device.type == "cuda":
-            device = torch.device("cuda", local_rank if self.world > 1 else (device.index or 0))
+            device = torch.device("cuda", local_rank if dist.is_initialized() else (device.index or 0))
             torch.cuda.set_device(device)
         self.device = device
         if tcfg.threads:
@@ -145,7 +148,7 @@ class Trainer:
         if resume:
             self.load(resume)
         self.net: torch.nn.Module = self.model
-        if self.world > 1:
+        if dist.is_initialized():
             # find_unused_parameters: mask_downsample / no_mem_pos_enc (and memory modules with 1 modality)
             # are trainable but never reached by a prompt-free forward.
             self.net = DistributedDataParallel(
@@ -169,11 +172,12 @@ class Trainer:
         report = None
         if self.is_main:
             LOG.info(
-                "training %d epochs x %d iterations (batch %d x %d ranks) on %s; output %s",
+                "training %d epochs x %d iterations (batch %d x %d ranks%s) on %s; output %s",
                 tcfg.epochs,
                 self.iters_per_epoch,
                 tcfg.batch_size,
                 self.world,
+                f", DDP over {dist.get_backend()}" if dist.is_initialized() else "",
                 self.device,
                 self.output_dir,
             )
