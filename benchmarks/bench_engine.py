@@ -40,6 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sam2-config", default="sam2.1_hiera_t")
     parser.add_argument("--num-classes", type=int, default=25)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    parser.add_argument("--cuda-graphs", choices=["on", "off"], default="on", help="inference.cuda_graphs (CUDA)")
     parser.add_argument("--skip-naive", action="store_true", help="engine only (e.g. a long GPU sweep)")
     return parser.parse_args(argv)
 
@@ -54,6 +55,7 @@ def _config(args: argparse.Namespace, size: int, device: str) -> MemSamConfig:
         compile=args.compile,
         compile_mode=args.compile_mode,
         threads=args.threads,
+        cuda_graphs=args.cuda_graphs == "on",
     )
 
 
@@ -62,9 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    graphs = device.type == "cuda" and args.cuda_graphs == "on" and not args.compile
     print(
         f"# {machine_description()}; device {device}; engine {args.precision}"
-        f"{', compile ' + args.compile_mode if args.compile else ''}; {args.sam2_config}, {args.num_classes} classes"
+        f"{', compile ' + args.compile_mode if args.compile else ''}{', CUDA graphs' if graphs else ''}; "
+        f"{args.sam2_config}, {args.num_classes} classes"
     )
     print("| size | M | naive ms/set | engine ms/set | engine sets/s | speed-up | max |diff| | peak mem MiB |")
     print("|---|---|---|---|---|---|---|---|")

@@ -3,18 +3,19 @@
 # scripts/gpu_bundle.sh here; with the device tool: run(command="bash benchmarks/gpu_session.sh engine ...",
 # carry=[".device"])). On any CUDA machine with the project installed, .device/ may be absent.
 #
-#   bash benchmarks/gpu_session.sh [STAGE ...]      default: engine profile training cuda-tests baseplus compiled
+#   bash benchmarks/gpu_session.sh [STAGE ...]   default: engine-eager engine profile cuda-tests training baseplus compiled
 #
 # Stages, in the order given; one whose time limit would pass the session deadline (GPU_DEADLINE_S, default 540 s
-# from the start) is skipped and says so. Outputs under $OUT (default /tmp/memsam_gpu): log.txt (every table),
-# training.jsonl, profile*.json, trace*.json.gz, pytest.txt.
-#   engine      naive vs engine, fp32 and bf16, 1-4 modalities at 512 and 1024 (hiera tiny)
-#   profile     torch.profiler trace of one eager bf16 set at 1024, 4 modalities: kernel time vs launch gaps
-#   training    hiera tiny fp32, bf16 (under torchrun, NCCL), fp16+GradScaler; base+ bf16: 100 iterations at 1024
-#   cuda-tests  pytest -m cuda (engine = naive, flash attention, pinned upload, CUDA graphs, AMP, resume, NCCL)
-#   baseplus    hiera base+ (the paper's model), 1024, 4 modalities: naive fp32 vs engine fp32 and bf16
-#   graphs      engine bf16 + torch.compile reduce-overhead (CUDA graphs), 1024, 4 modalities, and its profile
-#   compiled    engine bf16 + torch.compile max-autotune, 1024, 4 modalities (the target row)
+# from the start) is skipped and says so. Outputs under $OUT (default /tmp/memsam_gpu): log.txt (every table and
+# the tests' output), training.jsonl, profile_*.json, trace_*.json.gz.
+#   engine-eager   naive vs eager engine (no CUDA graphs), fp32 and bf16, 1-4 modalities at 512 and 1024 (hiera tiny)
+#   engine         naive vs engine with CUDA graphs (the default), bf16 sweep + fp32 at 1024 x4
+#   profile        torch.profiler of one bf16 set at 1024 x4 with CUDA graphs (profile-eager: without)
+#   cuda-tests     pytest -m cuda (engine = naive, flash attention, pinned upload, CUDA graphs, AMP, resume, NCCL)
+#   training       hiera tiny bf16 under torchrun (NCCL), base+ bf16, tiny fp16+GradScaler and fp32, at 1024
+#                  (TRAIN_ITERS for the first, TRAIN_ITERS_OTHERS for the rest; default 100 each)
+#   baseplus       hiera base+ (the paper's model), 1024, 4 modalities: naive fp32 vs engine bf16
+#   compiled       engine bf16 + torch.compile reduce-overhead, then max-autotune, 1024, 4 modalities (slow compile)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/memsam_gpu}
@@ -48,31 +49,35 @@ train="python3 benchmarks/bench_training.py --json $out/training.jsonl"
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader | tee -a "$log"
 python3 -c "import torch, sys; print('# torch', torch.__version__, 'CUDA', torch.version.cuda, 'python', sys.version.split()[0])" | tee -a "$log"
-for name in "${@:-engine profile training cuda-tests baseplus compiled}"; do
+for name in "${@:-engine-eager engine profile cuda-tests training baseplus compiled}"; do
   for s in $name; do
     case "$s" in
+      engine-eager)
+        stage 100 $bench --sizes 512 1024 --repeats 20 --warmup 3 --cuda-graphs off
+        stage 80 $bench --sizes 512 1024 --repeats 20 --warmup 3 --precision bf16 --cuda-graphs off ;;
       engine)
-        stage 100 $bench --sizes 512 1024 --repeats 20 --warmup 3
-        stage 80 $bench --sizes 512 1024 --repeats 20 --warmup 3 --precision bf16 ;;
+        stage 70 $bench --sizes 512 1024 --repeats 20 --warmup 3 --precision bf16
+        stage 40 $bench --sizes 1024 --modalities 4 --repeats 20 --warmup 3 ;;
       profile)
+        stage 40 python3 benchmarks/profile_engine.py --precision bf16 --size 1024 --modalities 4 --cuda-graphs on \
+          --trace "$out/trace_graphs_bf16.json.gz" --json "$out/profile_graphs_bf16.json" ;;
+      profile-eager)
         stage 60 python3 benchmarks/profile_engine.py --precision bf16 --size 1024 --modalities 4 \
           --trace "$out/trace_eager_bf16.json.gz" --json "$out/profile_eager_bf16.json" ;;
-      training)
-        stage 90 python3 -m torch.distributed.run --nproc_per_node=1 benchmarks/bench_training.py \
-          --json "$out/training.jsonl" --amp bf16
-        stage 90 $train --amp off
-        stage 90 $train --amp fp16
-        stage 120 $train --amp bf16 --sam2-config sam2.1_hiera_b+ ;;
       cuda-tests)
-        stage 200 python3 -m pytest -m cuda tests/test_cuda.py -q -s -p no:cacheprovider --timeout=180 ;;
+        stage 140 python3 -m pytest -m cuda tests/test_cuda.py -q -s -p no:cacheprovider --timeout=130 ;;
+      training)
+        stage 100 python3 -m torch.distributed.run --nproc_per_node=1 benchmarks/bench_training.py \
+          --json "$out/training.jsonl" --amp bf16 --iters "${TRAIN_ITERS:-100}"
+        stage 60 $train --amp bf16 --sam2-config sam2.1_hiera_b+ --iters "${TRAIN_ITERS_OTHERS:-100}"
+        stage 45 $train --amp fp16 --iters "${TRAIN_ITERS_OTHERS:-100}"
+        stage 45 $train --amp off --iters "${TRAIN_ITERS_OTHERS:-100}" ;;
       baseplus)
-        stage 60 $bench --sam2-config sam2.1_hiera_b+ --sizes 1024 --modalities 4 --repeats 10 --warmup 2
-        stage 60 $bench --sam2-config sam2.1_hiera_b+ --sizes 1024 --modalities 4 --repeats 10 --warmup 2 \
-          --precision bf16 --skip-naive ;;
-      graphs)
-        stage 150 $bench --sizes 1024 --modalities 4 --repeats 50 --warmup 5 --precision bf16 --compile \
-          --compile-mode reduce-overhead ;;
+        stage 45 $bench --sam2-config sam2.1_hiera_b+ --sizes 1024 --modalities 4 --repeats 10 --warmup 2 \
+          --precision bf16 ;;
       compiled)
+        stage 200 $bench --sizes 1024 --modalities 4 --repeats 50 --warmup 5 --precision bf16 --compile \
+          --compile-mode reduce-overhead
         stage 300 $bench --sizes 1024 --modalities 4 --repeats 50 --warmup 5 --precision bf16 --compile \
           --compile-mode max-autotune ;;
       *) say "unknown stage $s"; exit 2 ;;

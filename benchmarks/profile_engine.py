@@ -50,9 +50,7 @@ def summarise_trace(trace: dict, sets: int) -> dict:
     """Busy/idle split, launches and the top kernels of a Chrome trace exported by torch.profiler."""
     events = trace.get("traceEvents", [])
     kernels = [e for e in events if e.get("cat") == "kernel" and "dur" in e]
-    launches = [
-        e for e in events if e.get("cat") in ("cuda_runtime", "cuda_driver") and "Launch" in e.get("name", "")
-    ]
+    launches = [e for e in events if e.get("cat") in ("cuda_runtime", "cuda_driver") and "Launch" in e.get("name", "")]
     if not kernels:
         return {"error": "no CUDA kernels in the trace"}
     intervals = [(float(e["ts"]), float(e["ts"]) + float(e["dur"])) for e in kernels]
@@ -84,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="bf16")
     parser.add_argument("--sam2-config", default="sam2.1_hiera_t")
     parser.add_argument("--compile-mode", default="", help="profile a compiled engine (default / reduce-overhead / …)")
+    parser.add_argument("--cuda-graphs", choices=["on", "off"], default="off", help="inference.cuda_graphs")
     parser.add_argument("--sets", type=int, default=5)
     parser.add_argument("--trace", help="write the (gzipped) Chrome trace here")
     parser.add_argument("--json", help="write the summary here")
@@ -96,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         precision=args.precision,
         compile=bool(args.compile_mode),
         compile_mode=args.compile_mode or "default",
+        cuda_graphs=args.cuda_graphs == "on",
     )
     model = build_memorysam(copy.deepcopy(config.model), seed=0)
     merge_lora(model)
@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "machine": machine_description(),
         "what": f"{args.sam2_config} {args.size}² x{args.modalities} {args.precision}"
-        + (f" compile {args.compile_mode}" if args.compile_mode else " eager"),
+        + (f" compile {args.compile_mode}" if args.compile_mode else "")
+        + (" CUDA graphs" if args.cuda_graphs == "on" else " eager"),
         "wall_ms_per_set_unprofiled": wall_ms,
         **summarise_trace(json.loads(raw), args.sets),
     }

@@ -108,6 +108,11 @@ class InferenceConfig(_Section):
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
         "default", description="torch.compile mode when compile is on; reduce-overhead = CUDA graphs (static shapes)"
     )
+    cuda_graphs: bool = Field(
+        True,
+        description="CUDA without compile: replay the network from a CUDA graph per modality count (one capture "
+        "each; removes the per-kernel launch cost that dominates on the GPU)",
+    )
     skip_last_memory: bool = Field(True, description="skip the memory encoder of the last frame (no effect on output)")
     threads: int = Field(0, ge=0, le=256, description="torch CPU threads (0 = torch default)")
 

@@ -20,6 +20,7 @@ import torch
 
 from memsam_core.classes import default_palette
 from memsam_core.config import MemSamConfig, load_config
+from memsam_core.cuda_graphs import GraphedForward
 from memsam_core.modalities import frames_to_tensor, present_modalities
 from memsam_core.model import MemorySAM, build_memorysam, load_memsam
 from memsam_core.model.lora import merge_lora
@@ -102,10 +103,13 @@ class Segmenter:
         self._host_inputs: dict[tuple[int, ...], torch.Tensor] = {}
         self._scratch_buffers: dict[str, torch.Tensor] = {}
         self._lock = threading.Lock()
-        # CUDA graphs (reduce-overhead / max-autotune) reuse output buffers: copy logits out before the next call
-        self._copy_outputs = inf.compile and inf.compile_mode != "default"
+        use_graphs = inf.cuda_graphs and self.device.type == "cuda" and not inf.compile
+        self._graphs = GraphedForward(self._forward) if use_graphs else None
+        # CUDA graphs (ours, reduce-overhead, max-autotune) reuse output buffers: copy logits out before the next call
+        self._copy_outputs = self._graphs is not None or (inf.compile and inf.compile_mode != "default")
         if inf.compile:
             self._net = torch.compile(self.model, mode=None if inf.compile_mode == "default" else inf.compile_mode)
+        if inf.compile or self._graphs is not None:
             self.warm_up()
 
     @classmethod
@@ -151,12 +155,16 @@ class Segmenter:
     @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """``[B, M, 3, S, S]`` → float32 ``[B, C, S, S]`` class logits, in the configured precision."""
-        with self._autocast():
-            out = self._net(batch, skip_last_memory=self.config.inference.skip_last_memory)["logits"]
+        out = self._forward(batch) if self._graphs is None else self._graphs(batch)
         return out.clone() if self._copy_outputs and out.dtype == torch.float32 else out.float()
 
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            return self._net(batch, skip_last_memory=self.config.inference.skip_last_memory)["logits"]
+
     def warm_up(self, modalities: Sequence[str] | None = None) -> None:
-        """Run once on zeros so compile/cudnn autotuning happens before the first real message."""
+        """Run once on zeros so compilation, CUDA-graph capture and cuDNN autotuning happen before the first
+        real message (for the configured modality count; other counts are prepared on first use)."""
         count = len(modalities or self.config.model.modalities)
         size = self.config.model.image_size
         self.logits(torch.zeros(1, count, 3, size, size, device=self.device))
@@ -173,7 +181,8 @@ class Segmenter:
     def _autocast(self):
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+        # a CUDA graph must not keep autocast's cast cache alive between captures
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype, cache_enabled=self._graphs is None)
 
     def _input_buffer(self, batch: int, frames: int) -> torch.Tensor:
         """The host ``[B, M, 3, S, S]`` input tensor for this shape, reused across calls: no fresh 48 MiB

@@ -57,6 +57,40 @@ def test_engine_path_matches_sam2_track_step_reference(cfg):
     torch.testing.assert_close(engine, reference, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("name", ["sam2.1_hiera_t", "sam2_hiera_b+"])  # 2.1: object-pointer tpos on; 2.0: off
+def test_memory_conditioning_equals_sam2_for_every_frame(name):
+    model = build_memorysam(ModelConfig(sam2_config=name, image_size=128, num_classes=5), seed=0).eval()
+    sam, generator = model.sam, torch.Generator().manual_seed(0)
+    batch, height, width, frames = 2, 8, 8, 4
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=generator)
+
+    memories = [
+        {
+            "maskmem_features": rand(batch, sam.mem_dim, height, width),
+            "maskmem_pos_enc": [rand(batch, sam.mem_dim, height, width)],
+            "obj_ptr": rand(batch, sam.hidden_dim),
+        }
+        for _ in range(frames - 1)
+    ]
+    feat, pos = rand(height * width, batch, sam.hidden_dim), rand(height * width, batch, sam.hidden_dim)
+    with torch.no_grad():
+        for k in range(frames):
+            ours = model.condition_on_memory(feat, pos, (height, width), memories[:k], frames)
+            theirs = sam._prepare_memory_conditioned_features(
+                frame_idx=k,
+                is_init_cond_frame=k == 0,
+                current_vision_feats=[feat],
+                current_vision_pos_embeds=[pos],
+                feat_sizes=[(height, width)],
+                output_dict={"cond_frame_outputs": dict(enumerate(memories[:k])), "non_cond_frame_outputs": {}},
+                num_frames=frames,
+            )
+            assert ours.std() > 0.1  # a real feature map, not a constant
+            torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+
+
 def test_later_frames_see_earlier_frames_through_memory(model):
     frames = _frames(1, 2, seed=4)
     changed = frames.clone()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from sam2.modeling.sam2_base import NO_OBJ_SCORE, SAM2Base
+from sam2.modeling.sam2_utils import get_1d_sine_pe
 from torch import nn
 
 
@@ -41,6 +42,10 @@ class MemorySAM(nn.Module):
         super().__init__()
         if sam.sam_mask_decoder.num_multimask_outputs != num_classes:
             raise ValueError("the SAM 2 mask decoder must have one multimask output per class")
+        if not (sam.num_maskmem > 0 and sam.directly_add_no_mem_embed and sam.use_obj_ptrs_in_encoder):
+            raise ValueError("MemorySAM needs a SAM 2 config with memory, object pointers, directly_add_no_mem_embed")
+        if 0 <= sam.max_cond_frames_in_attn < 4:
+            raise ValueError("MemorySAM attends to every earlier modality frame: max_cond_frames_in_attn must be -1")
         self.sam = sam
         self.num_classes = num_classes
         self.gate_logits_by_object_score = gate_logits_by_object_score
@@ -70,6 +75,50 @@ class MemorySAM(nn.Module):
         coords = torch.zeros(batch, 1, 2, device=device)
         labels = -torch.ones(batch, 1, dtype=torch.int32, device=device)
         return self.sam.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+
+    def condition_on_memory(
+        self,
+        feat: torch.Tensor,
+        pos: torch.Tensor,
+        size: tuple[int, int],
+        memories: list[dict[str, torch.Tensor]],
+        num_frames: int,
+    ) -> torch.Tensor:
+        """SAM 2's ``_prepare_memory_conditioned_features`` for MemorySAM's case, where every earlier frame is a
+        conditioning frame: ``feat [HW, B, C]`` of frame ``k = len(memories)`` → ``[B, C, H, W]``.
+
+        Same values as SAM 2 (tested against ``_track_step``), but the object pointers' temporal positions are
+        built on the device: SAM 2 copies them from a host list every frame, which a CUDA graph cannot capture.
+        """
+        sam = self.sam
+        batch, channels, (height, width) = feat.size(1), sam.hidden_dim, size
+        k = len(memories)
+        if k == 0:  # frame 0: no memory yet (directly_add_no_mem_embed)
+            return (feat + sam.no_mem_embed).permute(1, 2, 0).view(batch, channels, height, width)
+        newest_tpos = sam.maskmem_tpos_enc[sam.num_maskmem - 1]  # conditioning frames all have t_pos 0
+        memory = [m["maskmem_features"].flatten(2).permute(2, 0, 1) for m in memories]
+        memory_pos = [m["maskmem_pos_enc"][-1].flatten(2).permute(2, 0, 1) + newest_tpos for m in memories]
+        pointers = torch.stack([m["obj_ptr"] for m in memories], dim=0)  # frames 0..k-1
+        if sam.add_tpos_enc_to_obj_ptrs:
+            distance = torch.arange(k, 0, -1, device=feat.device)  # k - t for t = 0..k-1 (SAM 2's signed t_diff)
+            max_pointers = min(num_frames, sam.max_obj_ptrs_in_encoder)
+            tpos_dim = channels if sam.proj_tpos_enc_in_obj_ptrs else sam.mem_dim
+            pointer_pos = get_1d_sine_pe(distance / (max_pointers - 1), dim=tpos_dim)
+            pointer_pos = sam.obj_ptr_tpos_proj(pointer_pos).unsqueeze(1).expand(-1, batch, sam.mem_dim)
+        else:
+            pointer_pos = pointers.new_zeros(k, batch, sam.mem_dim)
+        if sam.mem_dim < channels:  # a pointer becomes channels // mem_dim memory tokens
+            split = channels // sam.mem_dim
+            pointers = pointers.reshape(-1, batch, split, sam.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
+            pointer_pos = pointer_pos.repeat_interleave(split, dim=0)
+        out = sam.memory_attention(
+            curr=[feat],
+            curr_pos=[pos],
+            memory=torch.cat([*memory, pointers], dim=0),
+            memory_pos=torch.cat([*memory_pos, pointer_pos], dim=0),
+            num_obj_ptr_tokens=pointers.shape[0],
+        )
+        return out.permute(1, 2, 0).view(batch, channels, height, width)
 
     def semantic_heads(
         self,
@@ -130,21 +179,13 @@ class MemorySAM(nn.Module):
             feats, pos, sizes = self.encode_images(images)
         prompts = self._no_prompt_embeddings(batch, frames.device)  # same for every frame: once per forward
         image_pe = self.sam.sam_prompt_encoder.get_dense_pe()
-        memory: dict[str, dict] = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+        memories: list[dict[str, torch.Tensor]] = []
         logit_sum = None
         for k in range(num_frames):
             frame = slice(k * batch, (k + 1) * batch)
             cur_feats = [f[:, frame] for f in feats]
             cur_pos = [p[:, frame] for p in pos]
-            pix_feat = self.sam._prepare_memory_conditioned_features(
-                frame_idx=k,
-                is_init_cond_frame=k == 0,
-                current_vision_feats=cur_feats[-1:],
-                current_vision_pos_embeds=cur_pos[-1:],
-                feat_sizes=sizes[-1:],
-                output_dict=memory,
-                num_frames=num_frames,
-            )
+            pix_feat = self.condition_on_memory(cur_feats[-1], cur_pos[-1], sizes[-1], memories, num_frames)
             high_res = [x.permute(1, 2, 0).reshape(batch, x.size(2), *s) for x, s in zip(cur_feats[:-1], sizes[:-1])]
             heads = self.semantic_heads(pix_feat, high_res, prompts, image_pe)
             logit_sum = heads.class_logits if logit_sum is None else logit_sum + heads.class_logits
@@ -159,11 +200,7 @@ class MemorySAM(nn.Module):
                     object_score_logits=heads.object_score_logits,
                     is_mask_from_pts=False,
                 )
-                memory["cond_frame_outputs"][k] = {
-                    "maskmem_features": maskmem,
-                    "maskmem_pos_enc": maskmem_pos,
-                    "obj_ptr": heads.obj_ptr,
-                }
+                memories.append({"maskmem_features": maskmem, "maskmem_pos_enc": maskmem_pos, "obj_ptr": heads.obj_ptr})
         logits = F.interpolate(logit_sum / num_frames, size=(size, size), mode="bilinear", align_corners=False)
         out = {"logits": logits}
         if return_features:
