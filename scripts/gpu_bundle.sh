@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Pack into .device/ (git-ignored) what the lent GPU machine lacks for benchmarks/gpu_check.sh: that machine has
+# Pack into .device/ (git-ignored) what the lent GPU machine lacks for benchmarks/gpu_session.sh: that machine has
 # Python 3.12 + CUDA torch but no network, and neither sam2 nor pydantic. The pure-Python packages are copied from
 # .venv (run scripts/setup.sh first); pydantic-core is compiled, so its CPython 3.12 wheel is downloaded.
-# Then, with the device tool: run(command="bash benchmarks/gpu_check.sh eager", carry=[".device"]).
+# Then, with the device tool: run(command="bash benchmarks/gpu_session.sh engine", carry=[".device"]).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")

@@ -158,8 +158,15 @@ def test_amp_training_steps_learn(tmp_path: Path, amp: str) -> None:
     losses = [trainer.train_step(batch)["loss"] for _ in range(15)]
     assert all(np.isfinite(losses)), losses
     assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
-    changed = sum(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters() if p.requires_grad)
-    assert changed == len(before)
+    # every parameter with a gradient is updated (mask_downsample, no_mem_pos_enc and the single-mask token's
+    # hypernetwork are trainable in SAM 2 but unused by the prompt-free multimask forward: no or zero gradient)
+    reached = {
+        n: p
+        for n, p in trainer.model.named_parameters()
+        if p.requires_grad and p.grad is not None and torch.count_nonzero(p.grad) > 0
+    }
+    assert len(reached) > 0.9 * len(before)
+    assert [n for n, p in reached.items() if torch.equal(p, before[n])] == []
     assert trainer.scaler.is_enabled() == (amp == "fp16")
     if amp == "fp16":
         assert 0 < trainer.scaler.get_scale() < float("inf")
