@@ -47,7 +47,7 @@ class ImageDecodeError(ValueError):
     """An Image cannot be converted; the message names the reason."""
 
 
-def _as_bytes(data: Any) -> np.ndarray:
+def as_bytes(data: Any) -> np.ndarray:
     """Flat uint8 view (no copy where possible) of any container rclpy or rosbags puts in ``data``."""
     if isinstance(data, np.ndarray):
         if data.dtype != np.uint8:
@@ -73,7 +73,7 @@ def image_to_array(msg: Any) -> np.ndarray:
     pixel_bytes = dtype.itemsize * channels
     if step < width * pixel_bytes:
         raise ImageDecodeError(f"step {step} < width*bytes_per_pixel {width}*{pixel_bytes} for {encoding}")
-    buf = _as_bytes(msg.data)
+    buf = as_bytes(msg.data)
     if buf.size != step * height:
         raise ImageDecodeError(f"data length {buf.size} != step*height {step}*{height}")
     wire = dtype.newbyteorder(">" if msg.is_bigendian else "<")

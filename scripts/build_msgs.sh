@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Build the custom message package (msg/ -> install/memsam_msgs) with colcon, off-ROS, against the
-# ament_cmake / rosidl toolchain of the PyPI ROS 2 Kilted wheels in .venv, then hook the result into the
-# venv so plain `.venv/bin/python` imports memsam_msgs (a .pth for the Python package, a
-# site-packages/ros_memsam_msgs.libs symlink for the C typesupport libraries, which the
-# ros-wheels-bootstrapper puts on LD_LIBRARY_PATH). Skips the build when nothing changed.
+# Build the interface packages (msg/ -> install/memsam_msgs, and the vendored sensor interfaces of msg/vendor/:
+# event_camera_msgs, dvs_msgs, tf2_msgs) with colcon, off-ROS, against the ament_cmake / rosidl toolchain of the
+# PyPI ROS 2 Kilted wheels in .venv, then hook the results into the venv so plain `.venv/bin/python` imports
+# them (a .pth per Python package, a site-packages/ros_<pkg>.libs symlink for the C typesupport libraries,
+# which the ros-wheels-bootstrapper puts on LD_LIBRARY_PATH). Skips the build when nothing changed.
 # Usage: bash scripts/build_msgs.sh [--force]    (VENV=... to use another venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 VENV=${VENV:-$ROOT/.venv}
 VPY="$VENV/bin/python"
-PKG_INSTALL="$ROOT/install/memsam_msgs"
+PACKAGES=(memsam_msgs event_camera_msgs dvs_msgs tf2_msgs)
 STAMP="$ROOT/install/.memsam_msgs.stamp"
 # Keep in sync with the "msg build" block of requirements.txt (~= pins the Kilted series of ros-rclpy).
 BUILD_PKGS=(
@@ -32,22 +32,27 @@ p = sysconfig.get_paths()
 print(f'{sys.version_info[0]}.{sys.version_info[1]}', p['purelib'], p['include'])")
 
 hook_into_venv() {
-  echo "$PKG_INSTALL/lib/python$PYVER/site-packages" > "$SITE/memsam_msgs.pth"
-  ln -sfn "$PKG_INSTALL/lib" "$SITE/ros_memsam_msgs.libs"
+  for pkg in "${PACKAGES[@]}"; do
+    echo "$ROOT/install/$pkg/lib/python$PYVER/site-packages" > "$SITE/$pkg.pth"
+    ln -sfn "$ROOT/install/$pkg/lib" "$SITE/ros_$pkg.libs"
+  done
+}
+all_built() {
+  for pkg in "${PACKAGES[@]}"; do [ -d "$ROOT/install/$pkg/lib/python$PYVER/site-packages/$pkg" ] || return 1; done
 }
 
 fingerprint() {
   {
-    cat scripts/build_msgs.sh msg/package.xml msg/CMakeLists.txt msg/msg/*.msg
+    cat scripts/build_msgs.sh msg/package.xml msg/CMakeLists.txt msg/msg/*.msg msg/vendor/*/package.xml \
+      msg/vendor/*/CMakeLists.txt msg/vendor/*/msg/*.msg
     echo "$VPY $PYVER"
     ls -d "$SITE"/ros_rosidl_*.dist-info "$SITE"/ros_ament_cmake*.dist-info 2>/dev/null
   } | sha256sum | cut -d' ' -f1
 }
 
-if [ "${1:-}" != "--force" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(fingerprint)" ] \
-    && [ -d "$PKG_INSTALL/lib/python$PYVER/site-packages/memsam_msgs" ]; then
+if [ "${1:-}" != "--force" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(fingerprint)" ] && all_built; then
   hook_into_venv
-  echo "[build_msgs] memsam_msgs is up to date ($PKG_INSTALL)"
+  echo "[build_msgs] ${PACKAGES[*]} are up to date ($ROOT/install)"
   exit 0
 fi
 
@@ -73,14 +78,14 @@ NUMPY_INC=$(vpy -c "import numpy; print(numpy.get_include())")
 link_baked_path "/opt/python/cp${PYVER/./}-cp${PYVER/./}/include/python$PYVER" "$PYINC"
 link_baked_path "/opt/python/cp${PYVER/./}-cp${PYVER/./}/lib/python$PYVER/site-packages/numpy/_core/include" "$NUMPY_INC"
 
-echo "[build_msgs] colcon build msg/ -> install/"
+echo "[build_msgs] colcon build msg/ msg/vendor/* -> install/"
 export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV" PATH="$VENV/bin:$PATH"
 rm -f "$STAMP"
-if ! colcon --log-base log build --base-paths msg --build-base build --install-base install \
+if ! colcon --log-base log build --base-paths msg msg/vendor --build-base build --install-base install \
     --cmake-args -DPython3_EXECUTABLE="$VPY" -DBUILD_TESTING=OFF -Wno-dev; then
-  echo "[build_msgs] colcon failed; full log: log/latest_build/memsam_msgs/stdout_stderr.log" >&2
+  echo "[build_msgs] colcon failed; full logs: log/latest_build/<package>/stdout_stderr.log" >&2
   exit 1
 fi
 hook_into_venv
 fingerprint > "$STAMP"
-echo "[build_msgs] built memsam_msgs into $PKG_INSTALL (hooked into $SITE)"
+echo "[build_msgs] built ${PACKAGES[*]} into $ROOT/install (hooked into $SITE)"
