@@ -304,3 +304,43 @@ def test_event_window_renders_the_window_ending_at_a_stamp_and_forgets_old_packe
     empty = EventBatch(np.zeros(0, np.int64), np.zeros(0, np.uint16), np.zeros(0, np.uint16), np.zeros(0, bool), 48, 64)
     window.add(empty)  # an empty packet changes nothing
     np.testing.assert_array_equal(window.frame(end), frame)
+
+
+# -------------------------------------------------------------------------------------------- tf chain
+def test_transform_tree_composes_the_lidar_to_camera_chain() -> None:
+    from geometry_msgs.msg import TransformStamped
+    from tf2_msgs.msg import TFMessage
+
+    from memsam_ros.transforms import TransformTree
+
+    def edge(parent: str, child: str, xyz, yaw_deg: float = 0.0, optical: bool = False) -> TransformStamped:
+        out = TransformStamped()
+        out.header.frame_id, out.child_frame_id = parent, child
+        out.transform.translation.x, out.transform.translation.y, out.transform.translation.z = xyz
+        if optical:  # REP 103 optical frame: z forward, x right, y down = rotate (-90° about z, then -90° about x)
+            out.transform.rotation.x, out.transform.rotation.y = -0.5, 0.5
+            out.transform.rotation.z, out.transform.rotation.w = -0.5, 0.5
+        else:
+            out.transform.rotation.z = np.sin(np.radians(yaw_deg) / 2)
+            out.transform.rotation.w = np.cos(np.radians(yaw_deg) / 2)
+        return out
+
+    tree = TransformTree()
+    tree.add_message(
+        TFMessage(
+            transforms=[
+                edge("base_link", "lidar", (1.0, 0.0, 1.8), yaw_deg=3.0),
+                edge("base_link", "camera_link", (1.5, 0.1, 1.4)),
+                edge("camera_link", "camera_optical", (0.0, 0.0, 0.0), optical=True),
+            ]
+        )
+    )
+    found = tree.lookup("camera_optical", "lidar")
+    assert found is not None
+    # a point 10 m ahead of the LiDAR (its x axis), as the camera sees it: in front (z), left/right (x), down (y)
+    ahead = found.rotation @ np.array([10.0, 0.0, 0.0]) + found.translation
+    yaw = np.radians(3.0)
+    in_base = np.array([1.0 + 10 * np.cos(yaw), 10 * np.sin(yaw), 1.8]) - np.array([1.5, 0.1, 1.4])
+    np.testing.assert_allclose(ahead, [-in_base[1], -in_base[2], in_base[0]], atol=1e-9)
+    assert tree.lookup("camera_optical", "unknown_frame") is None
+    np.testing.assert_allclose(tree.lookup("lidar", "lidar").matrix(), np.eye(4))
