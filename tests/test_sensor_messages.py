@@ -282,8 +282,8 @@ def test_event_packet_mono_and_event_array_decode_to_the_same_events() -> None:
     ]
     from_array = decode_event_array(array)
     np.testing.assert_array_equal(accumulate(from_array, 5_000_000_000, 5_040_000_000), frame)
-    packet.encoding = "evt3"
-    with pytest.raises(ImageDecodeError, match="'evt3' is not decoded"):
+    packet.encoding = "evt2"
+    with pytest.raises(ImageDecodeError, match="'evt2' is not decoded"):
         decode_event_packet(packet)
     packet.encoding, packet.events = "mono", b"\x00" * 12
     with pytest.raises(ImageDecodeError, match="whole number"):
@@ -344,3 +344,45 @@ def test_transform_tree_composes_the_lidar_to_camera_chain() -> None:
     np.testing.assert_allclose(ahead, [-in_base[1], -in_base[2], in_base[0]], atol=1e-9)
     assert tree.lookup("camera_optical", "unknown_frame") is None
     np.testing.assert_allclose(tree.lookup("lidar", "lidar").matrix(), np.eye(4))
+
+
+def test_evt3_packets_decode_singles_vectors_and_time_roll_over() -> None:
+    from builtin_interfaces.msg import Time
+    from event_camera_msgs.msg import EventPacket
+
+    from memsam_ros.event_msgs import encode_evt3
+
+    frame = generate_scene(10, SceneConfig(height=48, width=64)).frames["event"]
+    batch = frame_to_events(frame, 3_000_000_000, 3_040_000_000, seed=3)
+    packet = EventPacket(height=48, width=64, encoding="evt3")
+    packet.header.stamp = Time(sec=3, nanosec=int(batch.t_ns[0] - 3_000_000_000))
+    packet.events = encode_evt3(batch)
+    decoded = decode_event_packet(packet)
+    # ROS time = stamp + microseconds since the packet's first event
+    np.testing.assert_array_equal(decoded.t_ns, batch.t_ns[0] + (batch.t_ns - batch.t_ns[0]) // 1000 * 1000)
+    np.testing.assert_array_equal(accumulate(decoded, 3_000_000_000, 3_040_000_000), frame)
+
+    def word(code: int, payload: int) -> int:
+        return (code << 12) | payload
+
+    words = [
+        word(0x2, 5),  # an event before any time word: dropped, as the reference decoder does
+        word(0x8, 0xFFF),
+        word(0x6, 0x010),
+        word(0x0, 7),  # time 0xFFF010 us, y 7
+        word(0x2, (1 << 11) | 3),  # ON event at x 3
+        word(0x3, (0 << 11) | 20),
+        word(0x4, 0b101),
+        word(0x5, 0b1),  # OFF vector: x 20, 22, then 32
+        word(0x8, 0x000),
+        word(0x6, 0x001),
+        word(0x2, 40),  # high goes back by 0xFFF: roll-over, +2**24 us
+    ]
+    packet.events = np.asarray(words, dtype="<u2").tobytes()
+    packet.header.stamp = Time(sec=10, nanosec=0)
+    events = decode_event_packet(packet)
+    assert events.x.tolist() == [3, 20, 22, 32, 40] and events.y.tolist() == [7] * 5
+    assert events.polarity.tolist() == [True, False, False, False, False]
+    first = 0xFFF010
+    expected_us = [0, 0, 0, 0, (1 << 24) + 0x001 - first]
+    assert (events.t_ns - 10_000_000_000).tolist() == [t * 1000 for t in expected_us]
