@@ -36,7 +36,7 @@ from memsam_core.config import ConfigError, MemSamConfig, load_config, parse_ove
 from memsam_core.data.deliver import DatasetError
 from memsam_core.engine import resolve_device
 from memsam_core.model import CheckpointError, build_memorysam, save_checkpoint
-from memsam_core.model.build import check_architecture, read_memsam_checkpoint
+from memsam_core.model.build import check_spec, checkpoint_spec, read_memsam_checkpoint
 from memsam_core.spmm import SemanticPrototypeMemory
 from memsam_training.data import ShardedBatchSampler, TrainTensors, collate_train, raw_dataset
 from memsam_training.evaluate import evaluate, summary_line
@@ -336,7 +336,7 @@ class Trainer:
     def load(self, path: str | Path) -> None:
         """Restore everything :meth:`save` wrote (model strictly; the current config must fit it)."""
         data = read_memsam_checkpoint(path)
-        check_architecture(data.get("config", {}), self.cfg.model, path, "resume")
+        check_spec(checkpoint_spec(data, path), self.cfg, path, "resume")
         for key in ("optimizer", "scheduler", "rng", "epoch", "iteration", "step"):
             if key not in data:
                 raise ConfigError(f"{path}: not a training checkpoint (no {key!r}); use it as inference.checkpoint")
