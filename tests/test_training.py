@@ -234,7 +234,8 @@ def test_training_learns_on_synthetic_scenes(tmp_path: Path) -> None:
     for sample in trainer.val_set:
         labels, _ = engine.segment(sample["frames"])
         matrix.update(labels, sample["labels"])
-    assert matrix.miou(nan_to_zero=True) == pytest.approx(after["miou"], abs=0.01)
+    print(f"trainer evaluation {after['miou']:.6f}, node's Segmenter on best.pt {matrix.miou(nan_to_zero=True):.6f}")
+    assert matrix.miou(nan_to_zero=True) == pytest.approx(after["miou"], abs=1e-4)
 
 
 # -------------------------------------------------------------------------- kill -9 and resume
