@@ -76,24 +76,32 @@ def run_variant(name: str, dropout: float, args: argparse.Namespace, out_root: P
 
 
 def markdown(base: dict, dropout: dict) -> str:
+    """One row per modality subset: mIoU of both models and each one's loss against its own all-sensor score."""
+
     def pct(x: float) -> str:
         return f"{100 * x:.1f}"
 
+    full = "+".join(MODALITIES)
+    base_full, drop_full = base["subsets"][full]["miou"], dropout["subsets"][full]["miou"]
+    p = f"p={dropout['modality_dropout']:g}"
     lines = [
-        f"| modalities given | missing | no dropout | dropout p={dropout['modality_dropout']:g} | Δ |",
-        "|---|---|---|---|---|",
+        f"| modalities given | missing | no dropout | dropout {p} | loss vs all sensors: no dropout | dropout {p} |",
+        "|---|---|---|---|---|---|",
     ]
     pairs = []
     for subset, b in base["subsets"].items():
-        d = dropout["subsets"][subset]["miou"]
+        b_miou, d_miou = b["miou"], dropout["subsets"][subset]["miou"]
         missing = "+".join(m for m in MODALITIES if m not in subset.split("+")) or "–"
         if missing != "–":
-            pairs.append((b["miou"], d))
-        lines.append(f"| {subset} | {missing} | {pct(b['miou'])} | {pct(d)} | {100 * (d - b['miou']):+.1f} |")
+            pairs.append((b_miou, d_miou))
+        lines.append(
+            f"| {subset} | {missing} | {pct(b_miou)} | {pct(d_miou)} | "
+            f"{100 * (b_miou - base_full):+.1f} | {100 * (d_miou - drop_full):+.1f} |"
+        )
     mean_b, mean_d = (sum(x) / len(pairs) for x in zip(*pairs))
     lines.append(
         f"| mean of the {len(pairs)} subsets with a sensor missing | | {pct(mean_b)} | {pct(mean_d)} | "
-        f"{100 * (mean_d - mean_b):+.1f} |"
+        f"{100 * (mean_b - base_full):+.1f} | {100 * (mean_d - drop_full):+.1f} |"
     )
     return "\n".join(lines)
 
@@ -111,7 +119,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=3407)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="", help="folder for runs and results.json (default: a temp dir)")
+    parser.add_argument("--table-from", default="", help="print the table of an earlier run's results.json")
     args = parser.parse_args()
+    if args.table_from:
+        results = json.loads(Path(args.table_from).read_text())
+        print(f"{results['machine']}\n{results['budget']}\n\n{markdown(*results['rows'])}")
+        return
     logging.basicConfig(level=logging.WARNING)
     out_root = Path(args.out or tempfile.mkdtemp(prefix="memsam_dropout_"))
     out_root.mkdir(parents=True, exist_ok=True)
