@@ -26,6 +26,7 @@ from memsam_core.config import ConfigError, MemSamConfig, load_config, parse_ove
 from memsam_core.metrics import ConfusionMatrix
 from memsam_core.modalities import check_ros_sensors
 from memsam_core.model import CheckpointError
+from memsam_core.model.build import checkpoint_config
 from memsam_ros.bag_tools import (
     GT_LABELS_TOPIC,
     GT_SCENE_TOPIC,
@@ -449,6 +450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.checkpoint and not Path(args.checkpoint).is_file():
             raise ConfigError(f"--checkpoint {args.checkpoint}: no such file")
         config = load_config(args.config, overrides)
+        if config.inference.checkpoint:  # topics, classes and contract of the checkpoint, for both modes
+            config = checkpoint_config(config.inference.checkpoint, config, args.config or "<defaults>")
         out = Path(args.out)
         runs: dict[str, EvaluationRun] = {}
         if args.mode in ("offline", "both"):

@@ -73,6 +73,7 @@ def test_node_path_scores_the_training_evaluation(trained, tmp_path: Path) -> No
     assert run.config.model.image_size == 128 and run.config.input.lidar_max_m == 60.0
     board = run.scoreboard
     assert len(board.frames) == len(val) == training_report["samples"] == 12
+    assert set(training_report["per_case"]) == set(CASES)  # DELIVER failure cases scored separately
     assert {f.missing for f in board.frames} == {"none"}
     node_miou = board.confusion().miou(nan_to_zero=True)
     print(f"training evaluation mIoU {training_report['miou']:.6f}, node path (bag -> offline) {node_miou:.6f}")

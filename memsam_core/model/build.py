@@ -291,6 +291,11 @@ def check_spec(spec: dict[str, Any], config: MemSamConfig, path: str | Path, sou
                 )
 
 
+def checkpoint_config(path: str | Path, config: MemSamConfig, source: str = "config") -> MemSamConfig:
+    """The effective config for a checkpoint (its spec + ``config``'s run-time settings), without building the model."""
+    return resolve_config(checkpoint_spec(read_memsam_checkpoint(path), path), config, path, source)
+
+
 def load_for_config(
     path: str | Path, config: MemSamConfig, source: str = "config"
 ) -> tuple[MemorySAM, MemSamConfig, dict[str, Any]]:
