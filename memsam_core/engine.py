@@ -1,8 +1,10 @@
 """The one inference path: raw modality arrays in, class ids + confidence out.
 
 The ROS node, bag replay evaluation and training-time evaluation all call :class:`Segmenter`, so a
-checkpoint scores the same everywhere. It owns device and precision choice, optional
-``torch.compile`` warm-up, LoRA merging for inference, and batching of several synchronised sets.
+checkpoint scores the same everywhere. A checkpoint defines its model, input contract and classes;
+:func:`load_segmenter` builds the Segmenter from it and the run-time settings. It owns device and
+precision choice, optional ``torch.compile`` warm-up, LoRA merging for inference, and batching of
+several synchronised sets.
 """
 
 from __future__ import annotations
@@ -121,13 +123,6 @@ class Segmenter:
         if checkpoint:
             overrides["inference.checkpoint"] = checkpoint
         return cls(load_config(config_path, overrides), source=str(config_path or "<defaults>"))
-
-    @classmethod
-    def from_checkpoint(
-        cls, checkpoint: str | Path, config: MemSamConfig | None = None, source: str = "config", **inference: Any
-    ) -> Segmenter:
-        """See :func:`load_segmenter`."""
-        return load_segmenter(checkpoint, config, source=source, **inference)[0]
 
     # ------------------------------------------------------------------ public API
     def segment(self, frames: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
