@@ -6,7 +6,7 @@ recorded as a rosbag2 the way a vehicle would: depth ``32FC1`` metres, LiDAR ``1
 events at their own resolution. Bag → offline evaluation (the node's codec, synchroniser and Segmenter, built
 from the checkpoint alone) must give the training evaluation's mIoU.
 
-Runtime: ~2 min on 2 CPU cores (24 training iterations at 128 px, 12 validation sets twice).
+Runtime: ~45 s on 2 CPU cores, ~2 min on a busy one (24 training iterations at 128 px, 12 validation sets twice).
 """
 
 from __future__ import annotations
