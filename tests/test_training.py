@@ -321,3 +321,19 @@ def test_training_step_with_dropout_and_subset_evaluation(tmp_path: Path) -> Non
     for name, report in reports.items():
         assert report["modalities"] == name.split("+") and set(report["per_case"]) == {"normal"}
     assert (Path(cfg.train.output_dir) / "eval" / "subsets.json").is_file()
+
+
+def test_evaluation_reports_every_deliver_failure_case(tmp_path: Path) -> None:
+    from memsam_core.data.deliver import DELIVER_CASES
+
+    root = tmp_path / "DELIVER"
+    write_deliver_fixture(root, splits=("val",), conditions=("sun", "night"), cases=("normal", *DELIVER_CASES),
+                          frames_per_sequence=1, size=64)  # fmt: skip
+    cfg = _cfg(tmp_path, **{"data.dataset": "deliver", "data.root": str(root), "data.conditions": ["sun", "night"],
+                            "model.modalities": ["rgb", "depth", "lidar", "event"]})  # fmt: skip
+    model = build_memorysam(cfg.model)
+    report = evaluate(model, raw_dataset(cfg, train=False), cfg, torch.device("cpu"), ["rgb", "lidar"])
+    assert set(report["per_case"]) == {"normal", "motionblur", "overexposure", "underexposure", "lidarjitter",
+                                       "eventlowres"}  # fmt: skip
+    assert set(report["per_condition"]) == {"sun", "night"} and report["modalities"] == ["rgb", "lidar"]
+    assert sum(r["pixels"] for r in report["per_case"].values()) == report["pixels"] > 0
