@@ -90,12 +90,38 @@ class ModelConfig(_Section):
         return SAM2_CONFIGS.get(self.sam2_config, self.sam2_config)
 
 
-class InputConfig(_Section):
-    """How raw sensor arrays become network tensors (documented in memsam_core.modalities)."""
+SensorEncoding = Literal["metric", "image"]
+INPUT_CONTRACT_VERSION = 2
+"""Version of the input contract below; stored in checkpoints next to the ``input`` section."""
 
+
+class InputConfig(_Section):
+    """The input contract: how raw sensor arrays become network tensors (memsam_core.modalities).
+
+    Every checkpoint stores this section; a checkpoint refuses inputs encoded another way, so a model
+    trained on one encoding never silently sees another in the node.
+    """
+
+    depth_encoding: SensorEncoding = Field(
+        "metric",
+        description="metric: float32 metres (REP 118) -> [range/max, log-range, valid]; image: a pre-encoded "
+        "8-bit image / 255 (DELIVER's HHA PNGs, the MemorySAM recipe; not available from ROS sensors)",
+    )
+    lidar_encoding: SensorEncoding = Field(
+        "metric", description="as depth_encoding, for projected LiDAR (image: DELIVER's LiDAR PNG / 255)"
+    )
+    event_resize: Literal["nearest", "bilinear"] = Field(
+        "nearest",
+        description="filter that brings event frames to the network size (after low-resolution events are "
+        "matched to the RGB size with nearest, as DELIVER's loader does); the same rule in training and inference",
+    )
     depth_max_m: float = Field(80.0, gt=0, le=1000, description="depth range mapped to [0, 1]")
     lidar_max_m: float = Field(80.0, gt=0, le=1000, description="LiDAR range mapped to [0, 1]")
     lidar_dilate_px: int = Field(0, ge=0, le=9, description="max-pool radius to densify sparse LiDAR (0 = off)")
+
+    def encoding(self, modality: str) -> str:
+        """``metric`` or ``image`` for depth/LiDAR; RGB and events are always 8-bit images."""
+        return {"depth": self.depth_encoding, "lidar": self.lidar_encoding}.get(modality, "image")
 
 
 class InferenceConfig(_Section):
@@ -183,6 +209,13 @@ class DataConfig(_Section):
     conditions: list[Literal["sun", "cloud", "rain", "fog", "night"]] = Field(
         default_factory=lambda: ["sun", "cloud", "rain", "fog", "night"]
     )
+    deliver_lidar_m_per_level: float = Field(
+        1.0,
+        gt=0,
+        le=10.0,
+        description="metres per grey level of DELIVER's 8-bit LiDAR PNGs (0 = no return) when input.lidar_encoding "
+        "is metric; DELIVER does not document the scale: check your copy with python -m memsam_core.data.deliver",
+    )
     on_error: Literal["raise", "skip"] = Field("raise", description="corrupt sample: fail or skip with a warning")
     num_workers: int = Field(0, ge=0, le=64)
 
@@ -219,6 +252,16 @@ class TrainConfig(_Section):
     )
     deterministic: bool = Field(False, description="torch.use_deterministic_algorithms (bitwise-reproducible resume)")
     threads: int = Field(0, ge=0, le=256, description="torch CPU threads per process (0 = torch default)")
+    modality_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="probability that a non-RGB modality is left out of a training batch (missing sensors are "
+        "learnt; RGB is always kept)",
+    )
+    eval_subsets: bool = Field(
+        False, description="after the last epoch also evaluate every modality subset that contains RGB"
+    )
 
 
 class MemSamConfig(_Section):

@@ -1,8 +1,10 @@
 """The one inference path: raw modality arrays in, class ids + confidence out.
 
 The ROS node, bag replay evaluation and training-time evaluation all call :class:`Segmenter`, so a
-checkpoint scores the same everywhere. It owns device and precision choice, optional
-``torch.compile`` warm-up, LoRA merging for inference, and batching of several synchronised sets.
+checkpoint scores the same everywhere. A checkpoint defines its model, input contract and classes;
+:func:`load_segmenter` builds the Segmenter from it and the run-time settings. It owns device and
+precision choice, optional ``torch.compile`` warm-up, LoRA merging for inference, and batching of
+several synchronised sets.
 """
 
 from __future__ import annotations
@@ -14,15 +16,18 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from memsam_core.classes import default_palette
-from memsam_core.config import MemSamConfig, load_config
+from memsam_core.config import ConfigError, MemSamConfig, load_config
 from memsam_core.cuda_graphs import GraphedForward
 from memsam_core.modalities import frames_to_tensor, present_modalities
-from memsam_core.model import MemorySAM, build_memorysam, load_memsam
+from memsam_core.model import MemorySAM, build_memorysam
+from memsam_core.model.build import load_for_config
 from memsam_core.model.lora import merge_lora
 from memsam_core.model.position import cache_position_encodings
 
@@ -75,7 +80,6 @@ class Segmenter:
     """Config (+ checkpoint) → ``segment(frames) -> (labels uint8 HxW, confidence float32 HxW)``."""
 
     def __init__(self, config: MemSamConfig, model: MemorySAM | None = None, source: str = "config") -> None:
-        self.config = config
         inf = config.inference
         self.device = resolve_device(inf.device)
         self.dtype = _DTYPES[inf.precision]
@@ -84,12 +88,13 @@ class Segmenter:
         if inf.threads:
             torch.set_num_threads(inf.threads)
         if model is None:
-            if inf.checkpoint:
-                model, _ = load_memsam(inf.checkpoint, config.model, source)
+            if inf.checkpoint:  # the checkpoint describes its model; config adds the run-time settings
+                model, config, _ = load_for_config(inf.checkpoint, config, source)
             else:
                 LOG.warning("inference.checkpoint is empty: running an untrained model (outputs are meaningless)")
                 model = build_memorysam(config.model)
             merge_lora(model)  # inference-only copy: fold LoRA deltas into qkv
+        self.config = config  # the effective config: the checkpoint's model, input contract and classes
         cache_position_encodings(model)  # same values, no per-call copies (also on a training model passed in)
         self.model = model
         self.model.eval().to(self.device)
@@ -233,6 +238,28 @@ class Segmenter:
         if buffer is None or (tuple(buffer.shape), buffer.dtype, buffer.device) != (tuple(shape), dtype, like.device):
             buffer = self._scratch_buffers[name] = torch.empty(shape, dtype=dtype, device=like.device)
         return buffer
+
+
+def load_segmenter(
+    checkpoint: str | Path, config: MemSamConfig | None = None, *, source: str = "config", **inference: Any
+) -> tuple[Segmenter, MemSamConfig]:
+    """The node's entry point: a checkpoint and the run-time settings → a ready Segmenter + the effective config.
+
+    The checkpoint supplies the model (SAM 2 config, image size, modalities in frame order, LoRA, gate),
+    the input contract and the class names/palette; ``config`` (default: the schema's defaults) supplies
+    everything else (sync, ROS, ...), and ``inference`` keyword arguments override ``inference.*``
+    (``device="cuda"``, ``precision="bf16"``, ``threads=2`` ...). A model, input or class field that
+    ``config`` sets to something the checkpoint contradicts is a one-line ConfigError naming both values.
+    """
+    base = (config or MemSamConfig()).model_copy(deep=True)
+    for key, value in {"checkpoint": str(checkpoint), **inference}.items():
+        try:
+            setattr(base.inference, key, value)  # validated on assignment
+        except (ValidationError, ValueError) as err:
+            reason = err.errors()[0]["msg"] if isinstance(err, ValidationError) else str(err)
+            raise ConfigError(f"{source}: inference.{key}: {reason} (got {value!r})") from None
+    segmenter = Segmenter(base, source=source)
+    return segmenter, segmenter.config
 
 
 def _output_size(frames: Mapping[str, np.ndarray], present: tuple[str, ...]) -> tuple[int, int]:

@@ -1,23 +1,29 @@
-"""Raw sensor arrays → 3-channel network tensors, one documented rule per modality.
+"""Raw sensor arrays → 3-channel network tensors: the input contract, one documented rule per modality.
 
-Raw formats (what the ROS codec, the bag tools and the datasets produce):
+The contract is ``config.input`` (:class:`memsam_core.config.InputConfig`); every checkpoint stores it
+and an array encoded another way is refused with a one-line :class:`ModalityError`, so a model never
+silently sees inputs it was not trained on.
 
-=========  ==========================================  =============================================
-modality   raw array                                   tensor channels (float32, before resizing)
-=========  ==========================================  =============================================
-rgb        uint8 HxWx3 (RGB order)                     ImageNet-normalised R, G, B
-depth      float32 HxW metres (REP 118; NaN, ±Inf,     [clip(d / depth_max_m), log1p(d)/log1p(max),
-           <= 0 invalid)                               valid]; invalid pixels are 0 in all three
-lidar      float32 HxW metres, sparse (0/NaN = no      same as depth with lidar_max_m, after an
-           return)                                     optional max-pool densification
-event      uint8 HxWx3 (red = positive, blue =         x / 255 (mono replicated to 3 channels)
-           negative events) or HxW mono8
-any        uint8 HxWx3 / HxW "pre-encoded" image       x / 255 — how DELIVER ships depth (HHA), LiDAR
-           (DELIVER PNGs)                              and events; same rule as the reference code
-=========  ==========================================  =============================================
+=========  ================================  ===========================================================
+modality   raw array                         tensor channels (float32)
+=========  ================================  ===========================================================
+rgb        uint8 HxWx3 (RGB order)           ImageNet-normalised R, G, B
+depth      ``metric``: float32 HxW metres    [clip(d / depth_max_m), log1p(d)/log1p(max), valid];
+           (REP 118: NaN, ±Inf, <= 0         invalid pixels are 0 in all three
+           invalid)
+           ``image``: uint8 HxW[x3]          x / 255 (DELIVER's HHA PNGs, the MemorySAM recipe)
+lidar      as depth (``metric``: sparse,     as depth with lidar_max_m, after an optional max-pool
+           0/NaN = no return)                densification
+event      uint8 HxWx3 (red = positive,      x / 255 (mono replicated to 3 channels)
+           blue = negative) or HxW mono8
+=========  ================================  ===========================================================
 
-Each modality is resized to the square network input with the right filter (bilinear for images,
-nearest for metric depth so invalid pixels and sparse LiDAR stay as they are).
+Resampling, the same in training (memsam_core.data.transforms) and inference: RGB and image-encoded
+depth/LiDAR bilinear, metric depth/LiDAR nearest (invalid pixels and sparse returns stay as they are),
+events ``input.event_resize`` (nearest by default: event counts are never blended). An event frame
+smaller than RGB (DELIVER's ``eventlowres``) is first brought to the RGB size with nearest, as DELIVER's
+loader does (:func:`nearest_to`). Nearest is pixel-centre ("nearest-exact", OpenCV's
+``INTER_NEAREST_EXACT``) everywhere.
 """
 
 from __future__ import annotations
@@ -75,6 +81,23 @@ def _densify_nearest(metres: torch.Tensor, radius: int) -> torch.Tensor:
     return torch.where(torch.isfinite(nearest), nearest, torch.zeros_like(nearest))
 
 
+def resample_mode(modality: str, cfg: InputConfig) -> str:
+    """``bilinear`` or ``nearest``: the contract's filter for ``modality`` (module docstring)."""
+    if modality == "event":
+        return cfg.event_resize
+    if modality in ("depth", "lidar") and cfg.encoding(modality) == "metric":
+        return "nearest"
+    return "bilinear"
+
+
+def _describe(modality: str, encoding: str) -> str:
+    if encoding == "metric":
+        return f"float32 HxW metres (input.{modality}_encoding: metric)"
+    if modality in ("depth", "lidar"):
+        return f"a uint8 pre-encoded image (input.{modality}_encoding: image)"
+    return "a uint8 HxW or HxWx3 image"
+
+
 def modality_to_tensor(
     modality: str,
     array: np.ndarray,
@@ -82,7 +105,7 @@ def modality_to_tensor(
     input_cfg: InputConfig | None = None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Convert one raw array to a ``[3, size, size]`` float32 tensor (see the module table).
+    """Convert one raw array to a ``[3, size, size]`` float32 tensor under the input contract.
 
     ``out``: a ``[3, size, size]`` float32 tensor to write into (the engine's reused input buffer), which
     saves an allocation and a copy per modality at large sizes.
@@ -92,9 +115,19 @@ def modality_to_tensor(
         raise ModalityError(f"{modality}: expected a numpy array, got {type(array).__name__}")
     if array.size == 0 or min(array.shape[:2]) == 0:
         raise ModalityError(f"{modality}: empty image {array.shape}")
+    encoding = cfg.encoding(modality)
+    metric = encoding == "metric"
+    if metric != (array.ndim == 2 and np.issubdtype(array.dtype, np.floating)) or (
+        not metric and array.dtype != np.uint8
+    ):
+        raise ModalityError(
+            f"{modality}: the model's input contract expects {_describe(modality, encoding)}, "
+            f"got {array.dtype} {array.shape} (unsupported array dtype for this model)"
+        )
     same_size = tuple(array.shape[:2]) == (size, size)
     target = out if same_size else None  # written in place; otherwise resized into ``out`` at the end
-    if array.dtype == np.uint8:
+    mode = resample_mode(modality, cfg)
+    if not metric:
         planar = torch.from_numpy(np.ascontiguousarray(_as_hwc_uint8(array, modality))).permute(2, 0, 1)
         # one converting copy to planar float32, then in-place scaling (no temporaries)
         x = torch.empty(planar.shape, dtype=torch.float32) if target is None else target
@@ -103,28 +136,48 @@ def modality_to_tensor(
             x.sub_(_RGB_MEAN_255).div_(_RGB_STD_255)  # == (x / 255 - mean) / std
         else:
             x.mul_(1.0 / 255.0)
-        return _resize(x, size, "bilinear", out)
-    if modality in ("depth", "lidar") and array.ndim == 2 and np.issubdtype(array.dtype, np.floating):
-        metres = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-        max_m = cfg.depth_max_m if modality == "depth" else cfg.lidar_max_m
-        if modality == "lidar" and cfg.lidar_dilate_px > 0:
-            metres = _densify_nearest(metres, cfg.lidar_dilate_px)
-        return _resize(_metric_channels(metres, max_m, target), size, "nearest", out)
-    raise ModalityError(
-        f"{modality}: unsupported array dtype {array.dtype} / shape {array.shape} "
-        "(rgb/event: uint8 HxW[x3]; depth/lidar: float32 HxW metres or uint8 image)"
-    )
+        return _resize(x, size, mode, out)
+    metres = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    max_m = cfg.depth_max_m if modality == "depth" else cfg.lidar_max_m
+    if modality == "lidar" and cfg.lidar_dilate_px > 0:
+        metres = _densify_nearest(metres, cfg.lidar_dilate_px)
+    return _resize(_metric_channels(metres, max_m, target), size, mode, out)
 
 
 def _resize(x: torch.Tensor, size: int, mode: str, out: torch.Tensor | None = None) -> torch.Tensor:
     if x.shape[-2:] != (size, size):
-        kwargs = {"align_corners": False, "antialias": True} if mode == "bilinear" else {}
-        x = F.interpolate(x[None], size=(size, size), mode=mode, **kwargs)[0]
+        if mode == "bilinear":
+            x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+        else:
+            x = F.interpolate(x[None], size=(size, size), mode="nearest-exact")[0]
     if out is None:
         return x.contiguous()
     if x is not out:
         out.copy_(x)
     return out
+
+
+def nearest_to(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pixel-centre nearest resize of an HxW[xC] array (OpenCV's ``INTER_NEAREST_EXACT``, torch "nearest-exact")."""
+    if array.shape[:2] == (height, width):
+        return array
+    rows = np.minimum(((np.arange(height) + 0.5) * array.shape[0] / height).astype(np.int64), array.shape[0] - 1)
+    cols = np.minimum(((np.arange(width) + 0.5) * array.shape[1] / width).astype(np.int64), array.shape[1] - 1)
+    return np.ascontiguousarray(array[rows[:, None], cols[None, :]])
+
+
+def check_ros_sensors(config, source: str) -> None:
+    """ROS sensors give metric depth/LiDAR (``32FC1``/``16UC1``, REP 118); a checkpoint trained on pre-encoded
+    images (the MemorySAM recipe's HHA/LiDAR PNGs) cannot run on them. Raises a one-line ConfigError."""
+    from memsam_core.config import ConfigError
+
+    for modality in ("depth", "lidar"):
+        if modality in config.model.modalities and config.input.encoding(modality) != "metric":
+            raise ConfigError(
+                f"{source}: input.{modality}_encoding: the model was trained on {modality} as 8-bit images "
+                f"(input.{modality}_encoding: image) but ROS sensors give metric {modality} (32FC1/16UC1); "
+                "use a checkpoint trained with the metric encoding"
+            )
 
 
 def present_modalities(frames: Mapping[str, np.ndarray], modalities: list[str]) -> list[str]:
@@ -153,6 +206,10 @@ def frames_to_tensor(
         out = torch.empty(shape, dtype=torch.float32)
     elif tuple(out.shape) != shape or out.dtype != torch.float32:
         raise ValueError(f"out must be float32 {shape}, got {out.dtype} {tuple(out.shape)}")
+    reference = frames.get("rgb") if "rgb" in present else None
     for index, modality in enumerate(present):
-        modality_to_tensor(modality, frames[modality], size, input_cfg, out=out[index])
+        array = frames[modality]
+        if reference is not None and modality == "event" and array.shape[:2] != reference.shape[:2]:
+            array = nearest_to(array, *reference.shape[:2])  # DELIVER's rule for low-resolution events
+        modality_to_tensor(modality, array, size, input_cfg, out=out[index])
     return out, present

@@ -9,8 +9,8 @@ ground-truth topics whose header stamp equals the RGB stamp so evaluation can ma
 topic                       type / encoding                      content
 ==========================  ===================================  =============================================
 ``/rgb/image``              Image ``rgb8``                       camera
-``/depth/image``            Image ``32FC1``                      metres, NaN = invalid (REP 118)
-``/lidar/depth_image``      Image ``32FC1``                      projected LiDAR metres, sparse, 0 = no return
+``/depth/image``            Image ``32FC1`` (or ``16UC1``)       metres, NaN = invalid (REP 118; 16UC1: mm, 0)
+``/lidar/depth_image``      Image ``32FC1`` (or ``16UC1``)       projected LiDAR metres, sparse, 0 = no return
 ``/event/image``            Image ``rgb8`` (``mono8`` if 2-D)    event frame
 ``/ground_truth/labels``    Image ``mono8``                      class ids, 255 = unlabeled; stamp = RGB stamp
 ``/ground_truth/scene``     diagnostic_msgs/DiagnosticArray      KeyValues ``condition``, ``failures``,
@@ -18,6 +18,7 @@ topic                       type / encoding                      content
 ==========================  ===================================  =============================================
 
 Written with ``rosbags`` (MCAP storage, rosbag2 metadata version 9), readable by ``ros2 bag play``.
+:func:`write_bag` records given instants (e.g. DELIVER validation scenes decoded to metres) the same way.
 """
 
 from __future__ import annotations
@@ -111,11 +112,18 @@ def _frame_sample(seed: int, spec: BagSpec, condition: str) -> Any:
     return generate_scene(seed, SceneConfig(height=spec.height, width=spec.width, condition=condition))
 
 
-def image_encoding(modality: str, array: np.ndarray) -> str:
-    """Wire encoding for a raw modality array (depth/LiDAR float metres, colour or mono uint8)."""
+def image_encoding(modality: str, array: np.ndarray, encodings: dict[str, str] | None = None) -> str:
+    """Wire encoding for a raw modality array: depth/LiDAR metres as ``32FC1`` (or ``16UC1`` millimetres via
+    ``encodings``, REP 118), colour or mono uint8 otherwise."""
     if modality in ("depth", "lidar"):
-        return "32FC1"
+        return (encodings or {}).get(modality, "32FC1")
     return "rgb8" if array.ndim == 3 else "mono8"
+
+
+def metres_to_millimetres(metres: np.ndarray) -> np.ndarray:
+    """REP 118 ``16UC1``: millimetres, 0 = invalid (NaN, ±Inf, <= 0); beyond 65.535 m saturates at 65535."""
+    valid = np.isfinite(metres) & (metres > 0)
+    return np.where(valid, np.clip(np.round(np.where(valid, metres, 0) * 1000.0), 1, 65535), 0).astype(np.uint16)
 
 
 def _stamp(ns: int, ts: Any) -> Any:
@@ -123,7 +131,9 @@ def _stamp(ns: int, ts: Any) -> Any:
 
 
 def _image_msg(ts: Any, array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str) -> Any:
-    dtype = np.dtype(np.float32) if encoding == "32FC1" else np.dtype(np.uint8)
+    if encoding == "16UC1" and np.issubdtype(array.dtype, np.floating):
+        array = metres_to_millimetres(array)
+    dtype = {"32FC1": np.dtype(np.float32), "16UC1": np.dtype(np.uint16)}.get(encoding, np.dtype(np.uint8))
     packed = np.ascontiguousarray(array, dtype=dtype.newbyteorder("<"))
     header = ts.types["std_msgs/msg/Header"](stamp=_stamp(stamp_ns, ts), frame_id=frame_id)
     return ts.types[IMAGE_TYPE](
@@ -149,11 +159,62 @@ def _scene_msg(ts: Any, stamp_ns: int, values: dict[str, str]) -> Any:
     return ts.types[SCENE_TYPE](header=header, status=[status])
 
 
-def write_synthetic_bag(path: str | Path, spec: BagSpec | None = None, progress: bool = False) -> BagSummary:
-    """Record ``spec.frames`` synthetic frames into a new MCAP rosbag2 directory at ``path``."""
+@dataclass
+class BagFrame:
+    """One instant to record: raw modality arrays (metres for depth/LiDAR), ground truth and scene KeyValues."""
+
+    frames: dict[str, np.ndarray]
+    labels: np.ndarray
+    scene: dict[str, str]
+
+
+def _frame_messages(
+    ts: Any,
+    rng: np.random.Generator,
+    index: int,
+    item: BagFrame,
+    nominal_ns: int,
+    rgb_stamp: int,
+    dropped: Sequence[str],
+    encodings: dict[str, str] | None,
+) -> list[tuple[int, str, Any]]:
+    """``(log time ns, topic, message)`` of one instant: sensors with their offsets and jitter, then ground truth."""
+    pending = []
+    for modality in MODALITIES:
+        array = item.frames.get(modality)
+        if array is None or modality in dropped:
+            continue
+        stamp = (
+            rgb_stamp if modality == "rgb" else nominal_ns + round(SENSOR_OFFSETS_S[modality] * 1e9) + _jitter_ns(rng)
+        )
+        msg = _image_msg(ts, array, image_encoding(modality, array, encodings), stamp, FRAME_IDS[modality])
+        pending.append((stamp + _delay_ns(rng), SENSOR_TOPICS[modality], msg))
+    gt_log = rgb_stamp + round(RECEIVE_DELAY_S[1] * 1e9) + 1  # after the RGB image, as annotation would be
+    pending.append((gt_log, GT_LABELS_TOPIC, _image_msg(ts, item.labels, "mono8", rgb_stamp, FRAME_IDS["rgb"])))
+    scene = {**item.scene, "dropped": ",".join(dropped), "frame": str(index)}
+    pending.append((gt_log + 1, GT_SCENE_TOPIC, _scene_msg(ts, rgb_stamp, scene)))
+    return pending
+
+
+def _write_pending(path: Path, ts: Any, pending: list[tuple[int, str, Any]], progress: bool) -> dict[str, int]:
     from rosbags.rosbag2 import StoragePlugin, Writer
     from tqdm import tqdm
 
+    pending.sort(key=lambda item: item[0])
+    counts: dict[str, int] = {}
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        connections: dict[str, Any] = {}
+        for topic in [*SENSOR_TOPICS.values(), GT_LABELS_TOPIC, GT_SCENE_TOPIC]:
+            msgtype = SCENE_TYPE if topic == GT_SCENE_TOPIC else IMAGE_TYPE
+            connections[topic] = writer.add_connection(topic, msgtype, typestore=ts)
+        for log_ns, topic, msg in tqdm(pending, desc="writing bag", unit="msg", disable=not progress):
+            writer.write(connections[topic], log_ns, ts.serialize_cdr(msg, connections[topic].msgtype))
+            counts[topic] = counts.get(topic, 0) + 1
+    return counts
+
+
+def write_synthetic_bag(path: str | Path, spec: BagSpec | None = None, progress: bool = False) -> BagSummary:
+    """Record ``spec.frames`` synthetic frames into a new MCAP rosbag2 directory at ``path``."""
     spec = spec or BagSpec()
     path = Path(path)
     if path.exists():
@@ -169,38 +230,44 @@ def write_synthetic_bag(path: str | Path, spec: BagSpec | None = None, progress:
         nominal_ns = start_ns + index * period_ns
         rgb_stamp = nominal_ns + _jitter_ns(rng)
         dropped = [m for m in ("depth", "lidar", "event") if rng.random() < spec.drop.get(m, 0.0)]
-        for modality in MODALITIES:
-            array = sample.frames.get(modality)
-            if array is None or modality in dropped:
-                continue
-            stamp = (
-                rgb_stamp
-                if modality == "rgb"
-                else nominal_ns + round(SENSOR_OFFSETS_S[modality] * 1e9) + _jitter_ns(rng)
-            )
-            msg = _image_msg(ts, array, image_encoding(modality, array), stamp, FRAME_IDS[modality])
-            pending.append((stamp + _delay_ns(rng), SENSOR_TOPICS[modality], msg))
-        gt_log = rgb_stamp + round(RECEIVE_DELAY_S[1] * 1e9) + 1  # after the RGB image, as annotation would be
-        pending.append((gt_log, GT_LABELS_TOPIC, _image_msg(ts, sample.labels, "mono8", rgb_stamp, FRAME_IDS["rgb"])))
         scene = {
             "condition": str(sample.condition),
             "failures": ",".join(_as_strings(getattr(sample, "failures", ()))),
-            "dropped": ",".join(dropped),
-            "frame": str(index),
             "seed": str(getattr(sample, "seed", spec.seed)),
         }
-        pending.append((gt_log + 1, GT_SCENE_TOPIC, _scene_msg(ts, rgb_stamp, scene)))
-    pending.sort(key=lambda item: item[0])
-    counts: dict[str, int] = {}
-    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-        connections: dict[str, Any] = {}
-        for topic in [*SENSOR_TOPICS.values(), GT_LABELS_TOPIC, GT_SCENE_TOPIC]:
-            msgtype = SCENE_TYPE if topic == GT_SCENE_TOPIC else IMAGE_TYPE
-            connections[topic] = writer.add_connection(topic, msgtype, typestore=ts)
-        for log_ns, topic, msg in tqdm(pending, desc="writing bag", unit="msg", disable=not progress):
-            writer.write(connections[topic], log_ns, ts.serialize_cdr(msg, connections[topic].msgtype))
-            counts[topic] = counts.get(topic, 0) + 1
+        item = BagFrame(sample.frames, sample.labels, scene)
+        pending += _frame_messages(ts, rng, index, item, nominal_ns, rgb_stamp, dropped, None)
+    counts = _write_pending(path, ts, pending, progress)
     return BagSummary(path, spec.frames, counts, sorted(set(schedule), key=schedule.index))
+
+
+def write_bag(
+    path: str | Path,
+    items: Iterable[BagFrame],
+    rate_hz: float = 10.0,
+    seed: int = 0,
+    encodings: dict[str, str] | None = None,
+    progress: bool = False,
+) -> BagSummary:
+    """Record given instants (e.g. a dataset's validation scenes) like :func:`write_synthetic_bag` records its own.
+
+    ``encodings``: wire encoding of depth/LiDAR, ``{"lidar": "16UC1"}`` for millimetres (default ``32FC1``).
+    """
+    path = Path(path)
+    if path.exists():
+        raise BagError(f"{path}: already exists (rosbag2 writers never overwrite; delete it first)")
+    ts, rng = _typestore(), np.random.default_rng(seed)
+    start_ns, period_ns = START_TIME_S * 1_000_000_000, round(1e9 / rate_hz)
+    pending: list[tuple[int, str, Any]] = []
+    conditions: list[str] = []
+    frames = 0
+    for index, item in enumerate(items):
+        nominal_ns = start_ns + index * period_ns
+        pending += _frame_messages(ts, rng, index, item, nominal_ns, nominal_ns + _jitter_ns(rng), (), encodings)
+        conditions.append(item.scene.get("condition", ""))
+        frames += 1
+    counts = _write_pending(path, ts, pending, progress)
+    return BagSummary(path, frames, counts, list(dict.fromkeys(conditions)))
 
 
 def _jitter_ns(rng: np.random.Generator) -> int:

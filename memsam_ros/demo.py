@@ -33,12 +33,15 @@ QUICK_BAG = BagSpec(frames=6, height=96, width=128, seed=7, drop={"lidar": 0.4})
 QUICK_TRAINING = {
     "train.epochs": 1,
     "train.batch_size": 2,
+    "train.lr": 3e-3,
+    "train.warmup_epochs": 0.1,
     "train.eval_every": 1,
     "train.log_every": 1,
-    "data.synthetic_train_size": 2,
+    "data.synthetic_train_size": 24,
     "data.synthetic_val_size": 2,
 }
-"""``--quick`` (tests): a few training steps only, so the whole pipeline runs in about a minute."""
+"""``--quick`` (tests): 12 training steps (~45 s on 2 cores), enough to beat an untrained model ~5× on the quick bag
+(measured: mIoU 0.034 vs 0.006, classes present), so the whole pipeline runs in about two minutes."""
 
 
 def _say(text: str) -> None:

@@ -24,7 +24,9 @@ import numpy as np
 from memsam_core.classes import IGNORE_INDEX, colorize
 from memsam_core.config import ConfigError, MemSamConfig, load_config, parse_overrides
 from memsam_core.metrics import ConfusionMatrix
+from memsam_core.modalities import check_ros_sensors
 from memsam_core.model import CheckpointError
+from memsam_core.model.build import checkpoint_config
 from memsam_ros.bag_tools import (
     GT_LABELS_TOPIC,
     GT_SCENE_TOPIC,
@@ -305,6 +307,10 @@ def evaluate_bag_offline(
     started = time.monotonic()
     reader = open_reader(bag)
     try:
+        if segmenter is None:
+            segmenter = _load_segmenter(config, str(bag))
+        config = segmenter.config  # the checkpoint's modalities, input contract and classes
+        check_ros_sensors(config, config.inference.checkpoint or str(bag))  # a bag carries metric depth/LiDAR
         topics = modality_topics(config)
         available = set(reader.topics)
         reference = config.sync.reference
@@ -319,8 +325,6 @@ def evaluate_bag_offline(
         absent = [m for m, t in topics.items() if t not in available]
         for m in absent:
             LOG.warning("%s: no topic %s; evaluating without %s", bag, topics[m], m)
-        if segmenter is None:
-            segmenter = _load_segmenter(config, str(bag))
         palette = np.asarray(segmenter.palette, dtype=np.uint8)
         has_scene = scene_topic in available
         board = Scoreboard(config.classes.names, palette, expect_scene=has_scene, max_overlays=max_overlays)
@@ -446,6 +450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.checkpoint and not Path(args.checkpoint).is_file():
             raise ConfigError(f"--checkpoint {args.checkpoint}: no such file")
         config = load_config(args.config, overrides)
+        if config.inference.checkpoint:  # topics, classes and contract of the checkpoint, for both modes
+            config = checkpoint_config(config.inference.checkpoint, config, args.config or "<defaults>")
         out = Path(args.out)
         runs: dict[str, EvaluationRun] = {}
         if args.mode in ("offline", "both"):

@@ -34,6 +34,7 @@ from std_msgs.msg import String
 from memsam_core.classes import IGNORE_INDEX
 from memsam_core.config import ConfigError
 from memsam_core.engine import Segmenter
+from memsam_core.modalities import check_ros_sensors
 from memsam_core.model import CheckpointError
 from memsam_ros.codec import ImageDecodeError, array_to_image, decode_modality
 from memsam_ros.diagnostics import PipelineHealth, diagnostic_array
@@ -127,6 +128,8 @@ class SegmentNode(Node):
             raise StartupError(f"inference.checkpoint: {err}") from None
         except RuntimeError as err:  # e.g. inference.device cuda without a GPU
             raise StartupError(f"{source}: {err}") from None
+        self.config = self.segmenter.config  # the checkpoint's model, input contract and classes
+        check_ros_sensors(self.config, self.config.inference.checkpoint or source)  # metric depth/LiDAR only
         cfg = self.config
         self.modalities = list(cfg.model.modalities)
         self.reference = cfg.sync.reference

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, Sampler
 from memsam_core.config import MemSamConfig
 from memsam_core.data.synthetic import SceneConfig, SyntheticDataset
 from memsam_core.data.transforms import TrainTransform
-from memsam_core.modalities import frames_to_tensor
+from memsam_core.modalities import frames_to_tensor, resample_mode
 
 VAL_SEED_OFFSET = 1_000_000
 """Synthetic validation scenes use seeds from here on, so they never overlap the training scenes."""
@@ -28,8 +28,9 @@ VAL_SEED_OFFSET = 1_000_000
 def raw_dataset(cfg: MemSamConfig, train: bool) -> Dataset:
     """The configured dataset in the raw format; train split augmented (seeded per epoch and index)."""
     data, tcfg = cfg.data, cfg.train
-    transform = TrainTransform(size=tcfg.crop_size, scale=tuple(tcfg.scale_range)) if train else None
     modalities = list(cfg.model.modalities)
+    nearest = tuple(m for m in modalities if resample_mode(m, cfg.input) == "nearest")  # the inference rule
+    transform = TrainTransform(size=tcfg.crop_size, scale=tuple(tcfg.scale_range), nearest=nearest) if train else None
     if data.dataset == "synthetic":
         return SyntheticDataset(
             data.synthetic_train_size if train else data.synthetic_val_size,
@@ -53,6 +54,9 @@ def raw_dataset(cfg: MemSamConfig, train: bool) -> Dataset:
         transform=transform,
         aug_seed=tcfg.seed,
         num_classes=cfg.model.num_classes,
+        depth_encoding=cfg.input.depth_encoding,
+        lidar_encoding=cfg.input.lidar_encoding,
+        lidar_m_per_level=data.deliver_lidar_m_per_level,
     )
 
 

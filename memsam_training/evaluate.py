@@ -1,27 +1,42 @@
-"""Validation through the one inference path (``Segmenter(config, model=model)``), per class and condition.
+"""Validation through the one inference path (``Segmenter(config, model=model)``), per class, condition,
+DELIVER failure case and modality subset.
 
 Each DDP rank scores its shard of the validation set; the confusion matrices are summed over ranks,
 so every rank returns the same report.  Scored at the label resolution (the engine returns labels at
 the RGB resolution), ignore pixels (255) excluded.
+
+``python -m memsam_training.evaluate --config C --checkpoint best.pt --subsets`` scores a checkpoint on
+the configured validation set with every modality subset that contains RGB (a missing sensor is a
+missing frame) and prints the table per condition and per failure case.
 """
 
 from __future__ import annotations
 
+import argparse
+import itertools
+import json
 import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from memsam_core.config import MemSamConfig
+from memsam_core.config import ConfigError, MemSamConfig, load_config, parse_overrides
+from memsam_core.data.deliver import DELIVER_CASES, NORMAL_CASE
 from memsam_core.data.synthetic import CONDITIONS
-from memsam_core.engine import Segmenter
+from memsam_core.engine import Segmenter, resolve_device
 from memsam_core.metrics import ConfusionMatrix
 from memsam_core.model import MemorySAM
 from memsam_training.data import collate_raw
 
 LOG = logging.getLogger(__name__)
+CASES: tuple[str, ...] = (NORMAL_CASE, *DELIVER_CASES)
+"""DELIVER's failure cases (MB, OE, UE, LJ, EL) plus ``normal``; synthetic scenes use the same names."""
+OTHER = "other"
 
 
 def eval_config(cfg: MemSamConfig, device: torch.device) -> MemSamConfig:
@@ -40,9 +55,31 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
+def modality_subsets(modalities: Sequence[str], keep: str = "rgb") -> list[tuple[str, ...]]:
+    """Every subset of ``modalities`` that contains ``keep``, in frame order, largest first."""
+    others = [m for m in modalities if m != keep]
+    subsets = [
+        tuple(m for m in modalities if m == keep or m in chosen)
+        for size in range(len(others), -1, -1)
+        for chosen in itertools.combinations(others, size)
+    ]
+    return subsets if keep in modalities else [tuple(modalities)]
+
+
+def subset_name(subset: Sequence[str]) -> str:
+    return "+".join(subset)
+
+
 @torch.no_grad()
-def evaluate(model: MemorySAM, dataset: Dataset, cfg: MemSamConfig, device: torch.device) -> dict[str, Any]:
-    """mIoU overall, per class and per condition (``{"miou", "miou_present", "per_class", "per_condition"}``).
+def evaluate(
+    model: MemorySAM,
+    dataset: Dataset,
+    cfg: MemSamConfig,
+    device: torch.device,
+    modalities: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """mIoU overall, per class, per condition and per failure case (``{"miou", "miou_present", "per_class",
+    "per_condition", "per_case"}``), with only ``modalities`` given to the model (default: all configured).
 
     ``miou`` is the reference protocol (NaN → 0, mean over all classes); ``miou_present`` averages only
     classes seen in target or prediction.  The model is left in eval mode; the caller switches back.
@@ -50,8 +87,8 @@ def evaluate(model: MemorySAM, dataset: Dataset, cfg: MemSamConfig, device: torc
     rank, world = _distributed()
     segmenter = Segmenter(eval_config(cfg, device), model=model)
     num_classes = cfg.model.num_classes
-    conditions = list(CONDITIONS)  # same five names in DELIVER and the synthetic generator
-    matrices = [ConfusionMatrix(num_classes) for _ in range(len(conditions) + 1)]  # last = unknown condition
+    conditions, cases = [*CONDITIONS, OTHER], [*CASES, OTHER]  # same names in DELIVER and the synthetic scenes
+    grid = [[ConfusionMatrix(num_classes) for _ in cases] for _ in conditions]
     shard = Subset(dataset, list(range(rank, len(dataset), world)))  # type: ignore[arg-type]
     loader = DataLoader(
         shard,
@@ -60,29 +97,45 @@ def evaluate(model: MemorySAM, dataset: Dataset, cfg: MemSamConfig, device: torc
         num_workers=cfg.data.num_workers,
         generator=torch.Generator(),  # leaves the global RNG (dropout) untouched
     )
+    keep = None if modalities is None else set(modalities)
     for samples in loader:
-        results = segmenter.segment_batch([s["frames"] for s in samples])
-        for sample, result in zip(samples, results):
-            condition = sample["meta"].get("condition")
-            slot = conditions.index(condition) if condition in conditions else len(conditions)
-            matrices[slot].update(result.labels, sample["labels"])
-    hist = torch.stack([m.hist for m in matrices])
+        sets = [{m: a for m, a in s["frames"].items() if keep is None or m in keep} for s in samples]
+        for sample, result in zip(samples, segmenter.segment_batch(sets)):
+            meta = sample["meta"]
+            row = conditions.index(meta.get("condition")) if meta.get("condition") in conditions else -1
+            col = cases.index(meta.get("case")) if meta.get("case") in cases else -1
+            grid[row][col].update(result.labels, sample["labels"])
+    hist = torch.stack([m.hist for row in grid for m in row])
     if world > 1:
         dist.all_reduce(hist)
-    for matrix, counts in zip(matrices, hist):
+    for matrix, counts in zip((m for row in grid for m in row), hist):
         matrix.hist.copy_(counts)
-    total = ConfusionMatrix(num_classes)
-    for matrix in matrices:
-        total.merge(matrix)
     names = list(cfg.classes.names)
-    report = total.to_dict(names)
-    report["per_condition"] = {
-        condition: {k: v for k, v in matrix.to_dict(names).items()}
-        for condition, matrix in zip([*conditions, "other"], matrices)
-        if int(matrix.hist.sum()) > 0
-    }
+
+    def merged(matrices) -> ConfusionMatrix:
+        total = ConfusionMatrix(num_classes)
+        for matrix in matrices:
+            total.merge(matrix)
+        return total
+
+    report = merged(m for row in grid for m in row).to_dict(names)
+    by_condition = {c: merged(grid[i]) for i, c in enumerate(conditions)}
+    by_case = {c: merged(row[j] for row in grid) for j, c in enumerate(cases)}
+    report["per_condition"] = {c: m.to_dict(names) for c, m in by_condition.items() if int(m.hist.sum()) > 0}
+    report["per_case"] = {c: m.to_dict(names) for c, m in by_case.items() if int(m.hist.sum()) > 0}
+    report["modalities"] = list(modalities or cfg.model.modalities)
     report["samples"] = len(dataset)  # type: ignore[arg-type]
     return report
+
+
+def evaluate_subsets(
+    model: MemorySAM, dataset: Dataset, cfg: MemSamConfig, device: torch.device
+) -> dict[str, dict[str, Any]]:
+    """:func:`evaluate` for every modality subset that contains RGB (``{"rgb+depth": report, ...}``)."""
+    return {
+        subset_name(subset): evaluate(model, dataset, cfg, device, subset)
+        for subset in modality_subsets(cfg.model.modalities)
+    }
 
 
 def summary_line(report: dict[str, Any]) -> str:
@@ -90,3 +143,55 @@ def summary_line(report: dict[str, Any]) -> str:
     parts = [f"mIoU {100 * (report['miou'] or 0):.2f} (present {100 * (report['miou_present'] or 0):.2f})"]
     conditions = " ".join(f"{c} {100 * (r['miou'] or 0):.2f}" for c, r in report["per_condition"].items())
     return " | ".join([*parts, conditions]) if conditions else parts[0]
+
+
+def subsets_table(reports: dict[str, dict[str, Any]]) -> str:
+    """Markdown: one row per modality subset, mIoU % overall, per condition and per failure case present."""
+    conditions = [c for c in [*CONDITIONS, OTHER] if any(c in r["per_condition"] for r in reports.values())]
+    cases = [c for c in [*CASES, OTHER] if any(c in r["per_case"] for r in reports.values())]
+
+    def pct(report: dict[str, Any] | None) -> str:
+        return "–" if report is None else f"{100 * (report['miou'] or 0):.1f}"
+
+    columns = [*conditions, *cases]
+    lines = ["| modalities | all | " + " | ".join(columns) + " |", "|---" * (2 + len(columns)) + "|"]
+    for name, report in reports.items():
+        cells = [pct(report["per_condition"].get(c)) for c in conditions]
+        cells += [pct(report["per_case"].get(c)) for c in cases]
+        lines.append(f"| {name} | {pct(report)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m memsam_training.evaluate --config C --checkpoint best.pt [--subsets] [--out report.json]``."""
+    from memsam_core.model.build import CheckpointError, load_for_config
+    from memsam_training.data import raw_dataset
+
+    parser = argparse.ArgumentParser(prog="memsam-evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="training YAML (its data.* names the validation set)")
+    parser.add_argument("--checkpoint", required=True, help="memsam checkpoint (its spec defines the model)")
+    parser.add_argument("--subsets", action="store_true", help="every modality subset that contains RGB")
+    parser.add_argument("--out", help="write the reports as JSON here")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config, parse_overrides(args.overrides))
+        model, config, _ = load_for_config(args.checkpoint, config, args.config or "<defaults>")
+    except (ConfigError, CheckpointError) as err:
+        print(f"memsam-evaluate: {err}", file=sys.stderr)
+        return 2
+    device = resolve_device(config.inference.device)
+    model.to(device)
+    dataset = raw_dataset(config, train=False)
+    subsets = modality_subsets(config.model.modalities) if args.subsets else [tuple(config.model.modalities)]
+    reports = {subset_name(s): evaluate(model, dataset, config, device, s) for s in subsets}
+    print(subsets_table(reports))
+    if args.out:
+        Path(args.out).write_text(json.dumps(reports, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -36,10 +36,10 @@ from memsam_core.config import ConfigError, MemSamConfig, load_config, parse_ove
 from memsam_core.data.deliver import DatasetError
 from memsam_core.engine import resolve_device
 from memsam_core.model import CheckpointError, build_memorysam, save_checkpoint
-from memsam_core.model.build import check_architecture, read_memsam_checkpoint
+from memsam_core.model.build import check_spec, checkpoint_spec, read_memsam_checkpoint
 from memsam_core.spmm import SemanticPrototypeMemory
 from memsam_training.data import ShardedBatchSampler, TrainTensors, collate_train, raw_dataset
-from memsam_training.evaluate import evaluate, summary_line
+from memsam_training.evaluate import evaluate, evaluate_subsets, subsets_table, summary_line
 from memsam_training.losses import OhemCrossEntropy
 from memsam_training.optim import build_optimizer, build_scheduler
 
@@ -89,6 +89,20 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def dropout_subset(modalities: list[str], p: float, seed: int, rank: int, step: int) -> list[int]:
+    """Frame indices a training step keeps: each non-RGB modality is left out with probability ``p`` (RGB,
+    or the first modality without RGB, always stays), so missing sensors are learnt.
+
+    Drawn from ``(seed, rank, step)``, not the global RNG, so a resumed run drops the same modalities.
+    The whole batch shares the subset (a batch tensor has one frame count).
+    """
+    if p <= 0 or len(modalities) == 1:
+        return list(range(len(modalities)))
+    always = "rgb" if "rgb" in modalities else modalities[0]
+    draws = np.random.default_rng([seed, rank, step]).random(len(modalities))
+    return [i for i, m in enumerate(modalities) if m == always or draws[i] >= p]
 
 
 # ------------------------------------------------------------------------------------- distributed
@@ -188,6 +202,8 @@ class Trainer:
             if (epoch + 1) % tcfg.eval_every == 0 or epoch + 1 == tcfg.epochs:
                 report = self.run_evaluation()
             self.save("last.pt")
+        if tcfg.eval_subsets:
+            self.run_subset_evaluation()
         if self.writer is not None:
             self.writer.close()
         return report
@@ -234,9 +250,15 @@ class Trainer:
                 if self.progress.iteration < self.iters_per_epoch:  # the end-of-epoch save follows anyway
                     self.save("last.pt")
 
+    def kept_modalities(self) -> list[int]:
+        """Frame indices this step trains on (:func:`dropout_subset` at this rank and step)."""
+        tcfg, step = self.cfg.train, self.progress.step
+        return dropout_subset(self.cfg.model.modalities, tcfg.modality_dropout, tcfg.seed, self.rank, step)
+
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         tcfg = self.cfg.train
-        frames = batch["frames"].to(self.device, non_blocking=True)
+        keep = self.kept_modalities()
+        frames = batch["frames"][:, keep].to(self.device, non_blocking=True)
         labels = batch["labels"].to(self.device, non_blocking=True)
         with self._autocast():
             out = self.net(frames, skip_last_memory=True, return_features=self.spmm is not None)
@@ -268,6 +290,7 @@ class Trainer:
             "spmm": float(spmm_loss.item() / self.world),
             "lr": lr,
             "grad_norm": grad_norm,
+            "frames": float(len(keep)),
         }
 
     # ---------------------------------------------------------------------------------- evaluation
@@ -307,6 +330,19 @@ class Trainer:
                 (self.output_dir / "best_metrics.json").write_text(text)
         return report
 
+    def run_subset_evaluation(self) -> dict[str, Any]:
+        """Every modality subset that contains RGB, per condition and failure case: ``eval/subsets.json``."""
+        reports = evaluate_subsets(self.model, self.val_set, self.cfg, self.device)
+        self.model.train()
+        if self.is_main:
+            LOG.info("modality subsets (mIoU %%):\n%s", subsets_table(reports))
+            eval_dir = self.output_dir / "eval"
+            eval_dir.mkdir(parents=True, exist_ok=True)
+            (eval_dir / "subsets.json").write_text(json.dumps(reports, indent=2))
+            for name, sub in reports.items():
+                self.writer.add_scalar(f"val_subset/{name}", float(sub["miou"] or 0.0), self.progress.step)
+        return reports
+
     # ---------------------------------------------------------------------------------- checkpoints
     def save(self, name: str) -> None:
         """Atomic ``last.pt``; collective under DDP (every rank contributes its RNG state)."""
@@ -336,7 +372,7 @@ class Trainer:
     def load(self, path: str | Path) -> None:
         """Restore everything :meth:`save` wrote (model strictly; the current config must fit it)."""
         data = read_memsam_checkpoint(path)
-        check_architecture(data.get("config", {}), self.cfg.model, path, "resume")
+        check_spec(checkpoint_spec(data, path), self.cfg, path, "resume")
         for key in ("optimizer", "scheduler", "rng", "epoch", "iteration", "step"):
             if key not in data:
                 raise ConfigError(f"{path}: not a training checkpoint (no {key!r}); use it as inference.checkpoint")

@@ -84,3 +84,21 @@ def test_command_line_overrides_parse_as_yaml_and_reject_malformed_items():
     for bad in ("model.image_size", "=128"):
         with pytest.raises(ConfigError, match="expected KEY=VALUE"):
             parse_overrides([bad])
+
+
+def test_shipped_configs_load_and_the_reference_recipe_is_the_converted_models():
+    from pathlib import Path
+
+    from memsam_core.model.build import SPEC_FIELDS
+    from memsam_core.model.convert import reference_config
+
+    root = Path(__file__).resolve().parents[1] / "config"
+    for path in sorted(root.glob("*.yaml")):
+        load_config(path)  # every shipped config validates
+    recipe, converted = load_config(root / "train_deliver_reference.yaml"), reference_config()
+    for section in ("model", "input"):
+        for field in SPEC_FIELDS[section]:
+            assert getattr(getattr(recipe, section), field) == getattr(getattr(converted, section), field), field
+    ours = load_config(root / "train_deliver.yaml")
+    assert (ours.input.depth_encoding, ours.input.lidar_encoding) == ("metric", "metric")  # what the node feeds
+    assert ours.train.modality_dropout > 0 and recipe.train.modality_dropout == 0

@@ -1,4 +1,4 @@
-"""DELIVER loader on a fixture tree in the real layout: indexing, decoding, label mapping, errors."""
+"""DELIVER loader on a fixture tree in the real layout and file encodings: indexing, decoding, label mapping, errors."""
 
 from __future__ import annotations
 
@@ -10,17 +10,22 @@ import numpy as np
 import pytest
 
 from memsam_core.data.deliver import (
+    CARLA_FAR_M,
     DELIVER_CASES,
     DELIVER_CONDITIONS,
     DatasetError,
     DeliverDataset,
     companion_path,
+    decode_carla_depth,
     decode_labels,
+    describe_files,
+    encode_carla_depth,
     encode_labels,
     parse_case,
     read_png,
 )
 from memsam_core.data.deliver_fixture import write_deliver_fixture
+from memsam_core.data.synthetic import SceneConfig, generate_scene
 
 SIZE = 48
 CONDS = ("sun", "night", "fog")
@@ -59,7 +64,8 @@ def test_layout_and_length(tree: Path) -> None:
 def test_companion_paths(tree: Path) -> None:
     rgb = tree / "img/sun/train/MAP_5_point1_motionblur/000123_rgb_front.png"
     seq = "sun/train/MAP_5_point1_motionblur"
-    assert companion_path(tree, rgb, "depth") == tree / f"hha/{seq}/000123_depth_front.png"
+    assert companion_path(tree, rgb, "depth") == tree / f"depth/{seq}/000123_depth_front.png"
+    assert companion_path(tree, rgb, "hha") == tree / f"hha/{seq}/000123_depth_front.png"
     assert companion_path(tree, rgb, "lidar") == tree / f"lidar/{seq}/000123_lidar_front.png"
     assert companion_path(tree, rgb, "event") == tree / f"event/{seq}/000123_event_front.png"
     assert companion_path(tree, rgb, "labels") == tree / f"semantic/{seq}/000123_semantic_front.png"
@@ -75,7 +81,7 @@ def test_case_parsing() -> None:
 
 
 def test_sample_format_and_meta(tree: Path) -> None:
-    ds = DeliverDataset(tree, "val")
+    ds = DeliverDataset(tree, "val")  # the default metric contract: depth/ and lidar/ decoded to metres
     seen = set()
     for i in range(len(ds)):
         s = ds[i]
@@ -83,17 +89,68 @@ def test_sample_format_and_meta(tree: Path) -> None:
         seen.add((meta["condition"], meta["case"]))
         assert meta["sequence"].startswith("MAP_") and meta["frame"] in ("000000", "000005")
         assert meta["split"] == "val" and meta["source"] == "deliver"
-        assert Path(meta["paths"]["depth"]).parts[-5] == "hha"
+        assert Path(meta["paths"]["depth"]).parts[-5] == "depth"
         assert frames.keys() == {"rgb", "depth", "event", "lidar"}
-        for m, a in frames.items():
-            assert a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3, m
+        for m in ("rgb", "event"):
+            assert frames[m].dtype == np.uint8 and frames[m].ndim == 3 and frames[m].shape[2] == 3, m
+        for m in ("depth", "lidar"):
+            assert frames[m].dtype == np.float32 and frames[m].shape == (SIZE, SIZE), m
+        assert np.nanmax(frames["depth"]) < CARLA_FAR_M and np.isnan(frames["depth"]).any()  # sky = no return
+        assert (frames["lidar"] == 0).mean() > 0.5 and frames["lidar"].max() > 1  # sparse metres
         assert frames["rgb"].shape == (SIZE, SIZE, 3) and s["labels"].shape == (SIZE, SIZE)
-        lidar = frames["lidar"]  # 1-channel PNG repeated to 3
-        assert np.array_equal(lidar[..., 0], lidar[..., 1]) and np.array_equal(lidar[..., 0], lidar[..., 2])
         expected_event = SIZE // 4 if meta["case"] == "eventlowres" else SIZE
         assert frames["event"].shape == (expected_event, expected_event, 3)  # RGBA alpha dropped, size kept
         assert s["labels"].max() < 25
     assert seen == {(c, k) for c in CONDS for k in CASES}
+
+
+def test_image_contract_reads_hha_and_lidar_pngs_like_the_reference(tree: Path) -> None:
+    s = DeliverDataset(tree, "val", depth_encoding="image", lidar_encoding="image")[0]
+    assert Path(s["meta"]["paths"]["depth"]).parts[-5] == "hha"
+    for m, a in s["frames"].items():
+        assert a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3, m
+    lidar = s["frames"]["lidar"]  # 1-channel PNG repeated to 3
+    assert np.array_equal(lidar[..., 0], lidar[..., 1]) and np.array_equal(lidar[..., 0], lidar[..., 2])
+
+
+def test_fixture_files_decode_to_the_scene_metres(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    write_deliver_fixture(root, splits=("train",), conditions=("sun",), cases=("normal",), frames_per_sequence=1,
+                          size=32, lidar_m_per_level=0.5)  # fmt: skip
+    scene = generate_scene(0, SceneConfig(height=32, width=32, condition="sun"))  # what the fixture rendered
+    s = DeliverDataset(root, "train", lidar_m_per_level=0.5)[0]
+    depth, truth = s["frames"]["depth"], scene.frames["depth"]
+    sky = ~np.isfinite(truth)
+    assert sky.any() and np.isnan(depth[sky]).all()
+    np.testing.assert_allclose(depth[~sky], truth[~sky], rtol=0, atol=CARLA_FAR_M / 2**24)
+    lidar, returns = s["frames"]["lidar"], scene.frames["lidar"]
+    hit = returns > 0
+    assert hit.sum() > 10 and (lidar[~hit] == 0).all()
+    np.testing.assert_allclose(lidar[hit], np.clip(np.round(returns[hit] / 0.5), 1, 255) * 0.5)
+    raw = read_png(Path(s["meta"]["paths"]["depth"]))  # on disk: CARLA's code in R, G, B
+    np.testing.assert_array_equal(raw, encode_carla_depth(truth))
+    assert np.isnan(decode_carla_depth(np.full((1, 1, 3), 255, np.uint8))).all()
+
+
+def test_files_in_another_encoding_are_a_clear_error(tmp_path: Path) -> None:
+    ds = DeliverDataset(_small_tree(tmp_path / "d"), "train")
+    depth = Path(ds[0]["meta"]["paths"]["depth"])
+    cv2.imwrite(str(depth), np.zeros((32, 32), np.uint16))  # e.g. a 16-bit millimetre depth PNG
+    with pytest.raises(DatasetError, match=rf"{depth}: expected CARLA's 24-bit depth encoding.*uint16"):
+        ds.load(0)
+    lidar = Path(ds[1]["meta"]["paths"]["lidar"])
+    colour = np.zeros((32, 32, 3), np.uint8)
+    colour[..., 0] = 9
+    cv2.imwrite(str(lidar), colour)  # a colour-mapped LiDAR image: no single range per pixel
+    with pytest.raises(DatasetError, match=rf"{lidar}: LiDAR PNG channels differ"):
+        ds.load(1)
+
+
+def test_describe_files_reports_what_the_files_contain(tree: Path) -> None:
+    rows = {r["folder"]: r for r in describe_files(tree, "val", samples=3)}
+    assert rows["depth"]["channels"] == 3 and rows["depth"]["dtype"] == "uint8" and not rows["depth"]["equal_channels"]
+    assert rows["lidar"]["channels"] == 1 and rows["lidar"]["max"] <= 255
+    assert rows["event"]["channels"] == 4 and rows["semantic"]["max"] <= 25
 
 
 def test_cases_filter(tree: Path) -> None:
@@ -143,7 +200,7 @@ def test_read_png_channel_handling(tmp_path: Path) -> None:
 
 
 def test_fixture_content_matches_labels(tree: Path) -> None:
-    s = DeliverDataset(tree, "train", cases=["sun"])[0]
+    s = DeliverDataset(tree, "train", cases=["sun"], depth_encoding="image")[0]
     sky = s["labels"] == 12
     assert sky.any() and (s["labels"] == 6).any()  # Sky and Road from the synthetic scene
     hha = s["frames"]["depth"]

@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from memsam_core.config import InputConfig
-from memsam_core.modalities import IMAGENET_MEAN, IMAGENET_STD, ModalityError, frames_to_tensor, modality_to_tensor
+from memsam_core.config import ConfigError, InputConfig, MemSamConfig
+from memsam_core.data.transforms import EvalTransform, match_size
+from memsam_core.modalities import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ModalityError,
+    check_ros_sensors,
+    frames_to_tensor,
+    modality_to_tensor,
+    nearest_to,
+)
 
 
 def test_rgb_is_imagenet_normalised():
@@ -47,8 +56,51 @@ def test_event_mono_and_pre_encoded_uint8_images_scale_to_unit_range():
     torch.testing.assert_close(x, torch.full((3, 2, 2), 128 / 255))
     hha = np.zeros((2, 2, 4), np.uint8)
     hha[..., 0] = 255
-    x = modality_to_tensor("depth", hha, 2)  # DELIVER ships depth as HHA PNGs
+    x = modality_to_tensor("depth", hha, 2, InputConfig(depth_encoding="image"))  # the MemorySAM recipe: HHA / 255
     assert x[0].min() == 1.0 and x[1:].max() == 0.0
+
+
+def test_an_input_the_contract_does_not_name_is_a_one_line_error():
+    metric, image = InputConfig(), InputConfig(depth_encoding="image", lidar_encoding="image")
+    hha = np.zeros((4, 4, 3), np.uint8)
+    metres = np.ones((4, 4), np.float32)
+    with pytest.raises(ModalityError, match=r"^depth: .*expects float32 HxW metres \(input.depth_encoding: metric\)"):
+        modality_to_tensor("depth", hha, 4, metric)  # a metric model never silently takes HHA / 255
+    with pytest.raises(ModalityError, match=r"^lidar: .*expects a uint8 pre-encoded image \(input.lidar_encoding"):
+        modality_to_tensor("lidar", metres, 4, image)  # nor an image model metres
+    with pytest.raises(ModalityError, match="event: .*uint8") as err:
+        modality_to_tensor("event", metres, 4, metric)
+    assert "\n" not in str(err.value)
+    modality_to_tensor("depth", metres, 4, metric)
+    modality_to_tensor("depth", hha, 4, image)
+
+
+def test_ros_sensors_cannot_feed_a_model_trained_on_pre_encoded_depth():
+    check_ros_sensors(MemSamConfig(), "node")  # metric: fine
+    config = MemSamConfig(input={"depth_encoding": "image"})
+    with pytest.raises(ConfigError, match=r"^ckpt.pt: input.depth_encoding: .*8-bit images.*32FC1/16UC1") as err:
+        check_ros_sensors(config, "ckpt.pt")
+    assert "\n" not in str(err.value)
+    check_ros_sensors(MemSamConfig(model={"modalities": ["rgb", "lidar"]}, input={"depth_encoding": "image"}), "x")
+
+
+def test_low_resolution_events_follow_one_rule_in_training_and_inference():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    event = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)  # DELIVER's eventlowres: 1/4 size
+    # numpy nearest_to == OpenCV INTER_NEAREST_EXACT, which the training transforms use
+    matched, _ = match_size({"rgb": rgb, "event": event}, None)
+    np.testing.assert_array_equal(matched["event"], nearest_to(event, 48, 48))
+    # inference: raw low-res event straight into the engine's converter
+    served, _ = frames_to_tensor({"rgb": rgb, "event": event}, ["rgb", "event"], 32)
+    # training-time evaluation / augmentation: transforms resize first (nearest for events), then convert
+    resized, _ = EvalTransform(size=32)({"rgb": rgb, "event": event}, None)
+    trained, _ = frames_to_tensor(resized, ["rgb", "event"], 32)
+    torch.testing.assert_close(served[1], trained[1], rtol=0, atol=0)
+    assert set(np.unique(served[1].numpy() * 255).round().astype(int)) <= set(np.unique(event))  # never blended
+    blended = InputConfig(event_resize="bilinear")
+    bilinear, _ = frames_to_tensor({"rgb": rgb, "event": event}, ["rgb", "event"], 32, blended)
+    assert not torch.equal(bilinear[1], served[1])
 
 
 def test_frames_to_tensor_keeps_configured_order_and_skips_absent():
@@ -65,6 +117,7 @@ def test_frames_to_tensor_keeps_configured_order_and_skips_absent():
         ("rgb", np.zeros((4, 4, 5), np.uint8), "expected HxW or HxWx3"),
         ("rgb", np.zeros((4, 4, 3), np.float32), "unsupported array dtype"),
         ("depth", np.zeros((4, 4, 2), np.float32), "unsupported array dtype"),
+        ("depth", np.zeros((4, 4), np.uint16), "unsupported array dtype"),
     ],
 )
 def test_bad_arrays_raise_a_clear_error(modality, array, reason):

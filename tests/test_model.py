@@ -7,11 +7,11 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from sam2.build_sam import build_sam2 as sam2_build
 
 from memsam_core.config import ConfigError, MemSamConfig, ModelConfig
 from memsam_core.engine import Segmenter
 from memsam_core.model import CheckpointError, build_memorysam, load_memsam, save_checkpoint
-from memsam_core.model.build import build_sam2_base
 from memsam_core.model.lora import LoRAQKV, merge_lora
 
 SIZE = 256
@@ -51,10 +51,34 @@ def test_every_modality_subset_gives_full_resolution_logits(model):
 def test_engine_path_matches_sam2_track_step_reference(cfg):
     gated = build_memorysam(cfg.model_copy(update={"gate_logits_by_object_score": True}), seed=1)
     frames = _frames(1, 4, seed=3)
+    head = gated.sam.sam_mask_decoder.pred_obj_score_head.layers[-1]
+    scores: list[float] = []
+    hook = gated.sam.sam_mask_decoder.pred_obj_score_head.register_forward_hook(
+        lambda module, args, out: scores.append(float(out.flatten()[0]))
+    )
+    # With random weights SAM 2's object-score head says "no object" on every frame, which would gate every
+    # logit to -1024 and make any two paths agree. Spread its scores and centre them so that some frames pass
+    # the gate and others are blanked: both branches of the gate are compared.
+    with torch.no_grad():
+        head.weight.mul_(40.0)
+        gated.forward_reference(frames)
+        head.bias.sub_((max(scores) + min(scores)) / 2)
+    scores.clear()
+    reference = gated.forward_reference(frames)
+    reference_scores = list(scores)
+    scores.clear()
     with torch.no_grad():
         engine = gated(frames, skip_last_memory=True)["logits"]
-    reference = gated.forward_reference(frames)
-    torch.testing.assert_close(engine, reference, rtol=1e-4, atol=1e-4)
+    hook.remove()
+    assert reference_scores == pytest.approx(scores[: len(reference_scores)], abs=1e-4)
+    assert max(reference_scores) > 0.05 and min(reference_scores) < -0.05, reference_scores  # both gate branches
+    assert float(reference.std()) > 1e-3 and not torch.all(reference == reference.flatten()[0])  # not constant
+    torch.testing.assert_close(engine, reference, rtol=0, atol=5e-4)
+    assert (engine.argmax(1) == reference.argmax(1)).float().mean() > 0.999  # near-ties at |logit| ~ 256 may flip
+    with torch.no_grad():  # fewer frames than configured (a missing sensor): same pointer positions in both paths
+        torch.testing.assert_close(gated(frames[:, :2])["logits"], gated.forward_reference(frames[:, :2]),
+                                   rtol=0, atol=5e-4)  # fmt: skip
+    assert gated.pointer_frames(2) == 4  # SAM 2.1 pointer positions scaled by the configured modality count
 
 
 @pytest.mark.parametrize("name", ["sam2.1_hiera_t", "sam2_hiera_b+"])  # 2.1: object-pointer tpos on; 2.0: off
@@ -144,20 +168,30 @@ def test_lora_covers_all_q_and_v_channels_and_merges_exactly(model):
         block.v_b.weight.zero_()
 
 
+def _meta_layout_checkpoint(path, config: str = "configs/sam2.1/sam2.1_hiera_t.yaml", seed: int = 7):
+    """A file laid out like Meta's ``sam2.1_hiera_*.pt``: ``{"model": state}`` of the stock SAM2Base built by the
+    ``sam2`` package's own builder at its native 1024 px, float32 (memsam's builders are not involved)."""
+    torch.manual_seed(seed)
+    sam = sam2_build(config, ckpt_path=None, device="cpu", mode="eval", apply_postprocessing=False)
+    state = sam.state_dict()
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
+    torch.save({"model": state}, path)
+    return state
+
+
 def test_official_sam2_checkpoint_loads_and_wrong_size_is_a_clear_error(tmp_path, cfg):
-    torch.manual_seed(7)
-    sam = build_sam2_base(cfg)
     official = tmp_path / "sam2.1_hiera_tiny.pt"
-    torch.save({"model": sam.state_dict()}, official)
-    model = build_memorysam(cfg, sam2_checkpoint=official)
+    state = _meta_layout_checkpoint(official)
+    sam2_build("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=str(official), device="cpu")  # sam2 loads it strictly
+    model = build_memorysam(cfg, sam2_checkpoint=official)  # ours: 256 px, semantic decoder, LoRA wrapped
     key = "image_encoder.trunk.blocks.0.attn.qkv.weight"
-    torch.testing.assert_close(
-        model.sam.state_dict()["image_encoder.trunk.blocks.0.attn.qkv.qkv.weight"], sam.state_dict()[key]
-    )
+    torch.testing.assert_close(model.sam.state_dict()["image_encoder.trunk.blocks.0.attn.qkv.qkv.weight"], state[key])
     torch.testing.assert_close(
         model.sam.sam_mask_decoder.transformer.layers[0].mlp.layers[0].weight,
-        sam.sam_mask_decoder.transformer.layers[0].mlp.layers[0].weight,
+        state["sam_mask_decoder.transformer.layers.0.mlp.layers.0.weight"],
     )
+    torch.testing.assert_close(model.sam.memory_attention.layers[3].linear2.weight,
+                               state["memory_attention.layers.3.linear2.weight"])  # fmt: skip
     wrong = cfg.model_copy(update={"sam2_config": "sam2.1_hiera_s"})
     with pytest.raises(CheckpointError, match=r"sam2\.1_hiera_tiny\.pt.*another model size"):
         build_memorysam(wrong, sam2_checkpoint=official)
@@ -180,7 +214,8 @@ def test_memsam_checkpoint_round_trip_and_class_count_mismatch(tmp_path, cfg, mo
     with torch.no_grad():
         torch.testing.assert_close(loaded(frames)["logits"], model(frames)["logits"])
     assert payload["config"]["model"]["num_classes"] == cfg.num_classes
-    with pytest.raises(ConfigError, match=r"model\.num_classes: config says 7 .*memsam\.pt"):
+    message = r"model\.num_classes: config says 7, checkpoint .*memsam\.pt was trained with 5$"
+    with pytest.raises(ConfigError, match=message):
         load_memsam(path, cfg.model_copy(update={"num_classes": 7}))
     with pytest.raises(CheckpointError, match="plain SAM 2 checkpoint"):
         official = tmp_path / "official.pt"

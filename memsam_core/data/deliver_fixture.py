@@ -1,8 +1,11 @@
-"""Write a tiny DELIVER-layout tree from synthetic scenes, for tests and training smoke runs.
+"""Write a tiny DELIVER-layout tree from synthetic scenes, in DELIVER's file encodings, for tests and training.
 
-Files exercise every decoding path of :mod:`memsam_core.data.deliver`: RGB and HHA-like depth as
-3-channel PNGs, LiDAR as a 1-channel PNG, events as RGBA (and at 1/4 size for ``eventlowres``), labels
-with R = train id + 1 (0 = ignore), and ``depth/`` in CARLA's 24-bit RGB depth encoding.
+Each file is written the way :mod:`memsam_core.data.deliver` documents DELIVER's content: ``img/`` RGB,
+``depth/`` CARLA's 24-bit depth code (sky = far plane), ``hha/`` a 3-channel HHA stand-in (disparity,
+height, validity — Depth2HHA needs a gravity estimate we do not reproduce), ``lidar/`` one 8-bit grey
+range level per pixel (``lidar_m_per_level`` metres per level, 0 = no return), ``event/`` RGBA (1/4 size
+for ``eventlowres``), ``semantic/`` R = train id + 1 (0 = unlabeled).  Decoding the fixture with the
+metric contract gives the synthetic scene's metres back (depth to CARLA's 6e-5 m code, LiDAR to the level).
 """
 
 from __future__ import annotations
@@ -13,7 +16,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from memsam_core.data.deliver import DELIVER_CONDITIONS, NORMAL_CASE, encode_labels
+from memsam_core.data.deliver import (
+    DELIVER_CONDITIONS,
+    NORMAL_CASE,
+    encode_carla_depth,
+    encode_labels,
+    encode_lidar_png,
+)
 from memsam_core.data.synthetic import SceneConfig, SyntheticSample, generate_scene
 
 
@@ -38,21 +47,13 @@ def _hha_like(depth: np.ndarray, k: np.ndarray, camera_height_m: float) -> np.nd
     return np.stack([disparity, h_chan, valid * 255.0], -1).astype(np.uint8)
 
 
-def _carla_depth(depth: np.ndarray) -> np.ndarray:
-    """CARLA depth camera encoding: metres/1000 as a 24-bit integer in R + 256 G + 65536 B."""
-    d = np.where(np.isfinite(depth) & (depth > 0), depth, 1000.0)
-    value = np.round(np.clip(d / 1000.0, 0, 1) * (2**24 - 1)).astype(np.uint32)
-    return np.stack([value & 255, (value >> 8) & 255, value >> 16], -1).astype(np.uint8)
-
-
-def _lidar_image(lidar: np.ndarray, max_m: float = 100.0) -> np.ndarray:
-    """1-channel image: returns bright when near (1..255), 0 = no return."""
-    ret = np.isfinite(lidar) & (lidar > 0)
-    return np.where(ret, np.clip(255 * (1 - lidar / max_m), 1, 255), 0).astype(np.uint8)
-
-
 def _write_sample(
-    root: Path, where: tuple[str, str, str], frame: str, sample: SyntheticSample, config: SceneConfig
+    root: Path,
+    where: tuple[str, str, str],
+    frame: str,
+    sample: SyntheticSample,
+    config: SceneConfig,
+    lidar_m_per_level: float,
 ) -> Path:
     """Write every DELIVER file of one frame under ``<root>/<folder>/<condition>/<split>/<sequence>``."""
     event = sample.frames["event"]
@@ -60,8 +61,8 @@ def _write_sample(
     images = {
         ("img", "rgb"): sample.frames["rgb"],
         ("hha", "depth"): _hha_like(sample.frames["depth"], config.intrinsics, config.camera_height_m),
-        ("depth", "depth"): _carla_depth(sample.frames["depth"]),
-        ("lidar", "lidar"): _lidar_image(sample.frames["lidar"]),
+        ("depth", "depth"): encode_carla_depth(sample.frames["depth"]),
+        ("lidar", "lidar"): encode_lidar_png(sample.frames["lidar"], lidar_m_per_level),
         ("event", "event"): np.concatenate([event, np.full((*event.shape[:2], 1), 255, np.uint8)], -1),
         ("semantic", "semantic"): np.stack([red, np.zeros_like(red), np.zeros_like(red)], -1),
     }
@@ -79,6 +80,7 @@ def write_deliver_fixture(
     frames_per_sequence: int = 2,
     size: int = 64,
     seed: int = 0,
+    lidar_m_per_level: float = 1.0,
 ) -> list[Path]:
     """Write one sequence per (split, condition, case) with ``frames_per_sequence`` frames; returns RGB paths.
 
@@ -97,5 +99,6 @@ def write_deliver_fixture(
                 for f in range(frames_per_sequence):
                     sample = generate_scene(seed * 1_000_003 + counter, config)
                     counter += 1
-                    written.append(_write_sample(root, (condition, split, sequence), f"{f * 5:06d}", sample, config))
+                    where = (condition, split, sequence)
+                    written.append(_write_sample(root, where, f"{f * 5:06d}", sample, config, lidar_m_per_level))
     return written

@@ -6,15 +6,18 @@ Eval = resize to a square.  Every function takes ``(frames, labels, rng)`` (labe
 returns new ``(frames, labels)``; all randomness comes from the numpy Generator, so a seeded Generator
 reproduces the exact augmentation.
 
-Interpolation: uint8 images bilinear; float metres (depth, LiDAR) and labels nearest, so sparse LiDAR
-is not smeared and NaN / 0 invalid pixels stay invalid.  Nearest uses pixel-centre sampling
-(``INTER_NEAREST_EXACT``) so it lines up with bilinear.  Padding: images and metres 0 (0 m = invalid),
-labels 255.  Modalities smaller than the labels (``eventlowres``) are first resized to the label size
-with nearest, as the reference loader does.
+Interpolation follows the input contract (memsam_core.modalities, the same rule as inference): uint8
+images bilinear; float metres (depth, LiDAR), labels and the modalities listed in ``nearest`` (events
+under the default contract) nearest, so sparse LiDAR is not smeared, NaN / 0 invalid pixels stay
+invalid and event counts are not blended.  Nearest uses pixel-centre sampling (``INTER_NEAREST_EXACT``)
+so it lines up with bilinear.  Padding: images and metres 0 (0 m = invalid), labels 255.  Modalities
+smaller than the labels (``eventlowres``) are first resized to the label size with nearest, as the
+reference loader does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import cv2
@@ -94,8 +97,11 @@ def random_resized_crop(
     rng: np.random.Generator,
     size: int = 1024,
     scale: tuple[float, float] = (0.5, 2.0),
+    nearest: Collection[str] = (),
 ) -> tuple[Frames, Labels]:
-    """Resize so the short side is ≈ ``size × U(scale)`` (reference formula), random ``size²`` crop, pad."""
+    """Resize so the short side is ≈ ``size × U(scale)`` (reference formula), random ``size²`` crop, pad.
+
+    ``nearest``: modalities resampled with nearest besides float metres (the contract's events)."""
     frames, labels = match_size(frames, labels)
     h, w = _reference_shape(frames, labels)
     ratio = rng.uniform(*scale)
@@ -113,16 +119,20 @@ def random_resized_crop(
         out[: resized.shape[0], : resized.shape[1]] = resized
         return out
 
-    out = {m: crop(a, is_metric(a), 0) for m, a in frames.items()}
+    out = {m: crop(a, is_metric(a) or m in nearest, 0) for m, a in frames.items()}
     return out, None if labels is None else crop(labels, True, IGNORE_INDEX)
 
 
 def resize(
-    frames: Frames, labels: Labels, rng: np.random.Generator | None = None, size: int = 1024
+    frames: Frames,
+    labels: Labels,
+    rng: np.random.Generator | None = None,
+    size: int = 1024,
+    nearest: Collection[str] = (),
 ) -> tuple[Frames, Labels]:
-    """Eval: every modality and the labels to ``size × size`` (labels and metres nearest)."""
+    """Eval: every modality and the labels to ``size × size`` (labels, metres and ``nearest`` nearest)."""
     frames, labels = match_size(frames, labels)
-    out = {m: _resize(a, size, size, is_metric(a)) for m, a in frames.items()}
+    out = {m: _resize(a, size, size, is_metric(a) or m in nearest) for m, a in frames.items()}
     return out, None if labels is None else _resize(labels, size, size, nearest=True)
 
 
@@ -135,13 +145,14 @@ class TrainTransform:
     p_jitter: float = 0.2
     p_flip: float = 0.5
     p_blur: float = 0.2
+    nearest: tuple[str, ...] = ("event",)  # the default contract's input.event_resize
 
     def __call__(self, frames: Frames, labels: Labels, rng: np.random.Generator) -> tuple[Frames, Labels]:
         frames, labels = match_size(frames, labels)
         frames, labels = color_jitter(frames, labels, rng, self.p_jitter)
         frames, labels = random_hflip(frames, labels, rng, self.p_flip)
         frames, labels = gaussian_blur(frames, labels, rng, self.p_blur)
-        return random_resized_crop(frames, labels, rng, self.size, tuple(self.scale))
+        return random_resized_crop(frames, labels, rng, self.size, tuple(self.scale), self.nearest)
 
 
 @dataclass(frozen=True)
@@ -149,6 +160,7 @@ class EvalTransform:
     """Resize to a square, like the reference ``Resize([1024, 1024])`` on square DELIVER frames."""
 
     size: int = 1024
+    nearest: tuple[str, ...] = ("event",)
 
     def __call__(self, frames: Frames, labels: Labels, rng: np.random.Generator | None = None) -> tuple[Frames, Labels]:
-        return resize(frames, labels, size=self.size)
+        return resize(frames, labels, size=self.size, nearest=self.nearest)

@@ -1,8 +1,15 @@
 """Builders: SAM 2 from the ``sam2`` package's configs → MemorySAM (semantic decoder + LoRA + freezing),
-and loading of official SAM 2 checkpoints and of memsam checkpoints with clear errors."""
+and loading of official SAM 2 checkpoints and of memsam checkpoints with clear errors.
+
+A memsam checkpoint describes its own model (``spec``): SAM 2 config, image size, classes, LoRA,
+modalities in frame order, the object-score gate, the input contract (``config.input``) and the class
+names and palette. :func:`resolve_config` makes the effective config from it: a config field left at
+its default takes the checkpoint's value, a field set to something else is a one-line error naming both.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -14,14 +21,29 @@ from sam2.modeling.sam2_base import SAM2Base
 from sam2.modeling.sam2_utils import MLP
 from torch import nn
 
-from memsam_core.config import ConfigError, ModelConfig
+from memsam_core.config import (
+    INPUT_CONTRACT_VERSION,
+    ConfigError,
+    InputConfig,
+    MemSamConfig,
+    ModelConfig,
+    config_from_dict,
+)
 from memsam_core.model.lora import add_lora_to_hiera
 from memsam_core.model.memorysam import MemorySAM
 
+LOG = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "memsam"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+"""1: model + full config; 2: adds ``spec``, the model's own description (input contract included)."""
 _CLASS_SPECIFIC = ("mask_tokens.", "output_hypernetworks_mlps.", "iou_prediction_head.")
-_ARCHITECTURE_FIELDS = ("sam2_config", "image_size", "num_classes", "lora_rank")
+SPEC_FIELDS: dict[str, tuple[str, ...]] = {
+    "model": ("sam2_config", "image_size", "num_classes", "lora_rank", "lora_alpha", "modalities",
+              "gate_logits_by_object_score"),
+    "input": tuple(InputConfig.model_fields),
+    "classes": ("names", "palette"),
+}  # fmt: skip
+"""Config fields a checkpoint owns: what the weights were trained for. Everything else is run time."""
 
 
 class CheckpointError(RuntimeError):
@@ -146,16 +168,31 @@ def build_memorysam(cfg: ModelConfig, sam2_checkpoint: str | Path | None = None,
         sam.sam_mask_decoder = semantic_mask_decoder(sam.sam_mask_decoder, cfg.num_classes)
         if cfg.lora_rank > 0:
             add_lora_to_hiera(sam.image_encoder.trunk, cfg.lora_rank, cfg.lora_alpha)
-        model = MemorySAM(sam, cfg.num_classes, cfg.gate_logits_by_object_score)
+        model = MemorySAM(sam, cfg.num_classes, cfg.gate_logits_by_object_score, num_modalities=len(cfg.modalities))
     set_trainable(model, cfg.train_memory)
     return model.eval()
 
 
 # ---------------------------------------------------------------------- memsam checkpoints
-def save_checkpoint(path: str | Path, model: MemorySAM, config: dict[str, Any], **extra: Any) -> None:
-    """Write ``{"format", "version", "model", "config", **extra}`` atomically (tmp file + rename)."""
+def model_spec(config: MemSamConfig) -> dict[str, Any]:
+    """The part of ``config`` that describes the trained model (:data:`SPEC_FIELDS`), as plain data."""
+    data = config.to_dict()
+    spec: dict[str, Any] = {section: {f: data[section][f] for f in fields} for section, fields in SPEC_FIELDS.items()}
+    spec["input_contract_version"] = INPUT_CONTRACT_VERSION
+    return spec
+
+
+def save_checkpoint(path: str | Path, model: MemorySAM, config: MemSamConfig | dict[str, Any], **extra: Any) -> None:
+    """Write ``{"format", "version", "model", "config", "spec", **extra}`` atomically (tmp file + rename).
+
+    ``spec`` (the model's own description) is derived from ``config`` when it is a full memsam config.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(config, MemSamConfig):
+        config = config.to_dict()
+    if "spec" not in extra and isinstance(config.get("model"), dict):
+        extra["spec"] = model_spec(config_from_dict(config, str(path)))
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model": model.state_dict(),
                "config": config, **extra}  # fmt: skip
     tmp = path.with_name(f".{path.name}.tmp")
@@ -174,24 +211,112 @@ def read_memsam_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path}: this is a plain SAM 2 checkpoint, not a trained memsam one; use it as "
             "train.init_checkpoint to start training from it"
         )
+    if int(data.get("version", 1)) > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {data['version']} is newer than this memsam ({CHECKPOINT_VERSION})"
+        )
     return data
 
 
-def check_architecture(stored: dict[str, Any], cfg: ModelConfig, path: str | Path, source: str) -> None:
-    """Fail at start-up, naming file and field, when the checkpoint's model differs from the config."""
-    stored_model = (stored or {}).get("model", {})
-    for field in _ARCHITECTURE_FIELDS:
-        if field in stored_model and stored_model[field] != getattr(cfg, field):
-            raise ConfigError(
-                f"{source}: model.{field}: config says {getattr(cfg, field)!r} but checkpoint {path} was "
-                f"trained with {stored_model[field]!r}"
-            )
+def checkpoint_spec(data: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """The checkpoint's model description; version-1 checkpoints get one from their stored config.
+
+    Version 1 had no explicit input contract: its training fed DELIVER's HHA/LiDAR PNGs / 255 and the
+    synthetic set metres, and the engine resized events bilinearly, so that is what is filled in.
+    """
+    if "spec" in data:
+        return data["spec"]
+    stored = data.get("config") or {}
+    if not isinstance(stored.get("model"), dict):
+        raise CheckpointError(f"{path}: memsam checkpoint without a model description (no 'spec', no 'config')")
+    legacy_input = dict(stored.get("input") or {})
+    encoding = "image" if (stored.get("data") or {}).get("dataset") == "deliver" else "metric"
+    legacy_input.setdefault("depth_encoding", encoding)
+    legacy_input.setdefault("lidar_encoding", encoding)
+    legacy_input.setdefault("event_resize", "bilinear")
+    try:
+        config = config_from_dict({k: stored[k] for k in ("model", "classes") if k in stored} | {"input": legacy_input},
+                                  f"{path} (stored config)")  # fmt: skip
+    except ConfigError as err:
+        raise CheckpointError(str(err).splitlines()[0]) from None
+    LOG.info("%s: version-1 checkpoint; input contract inferred: %s", path, config.input.model_dump())
+    return model_spec(config)
 
 
-def load_memsam(path: str | Path, cfg: ModelConfig, source: str = "config") -> tuple[MemorySAM, dict[str, Any]]:
-    """Build the configured model and load a memsam checkpoint into it (strict); returns model + payload."""
+def _ordered_subset(subset: list[str], full: list[str]) -> bool:
+    return bool(subset) and all(m in full for m in subset) and [m for m in full if m in subset] == list(subset)
+
+
+def resolve_config(spec: dict[str, Any], config: MemSamConfig, path: str | Path, source: str) -> MemSamConfig:
+    """The effective config for a checkpoint: its spec, plus ``config``'s run-time settings.
+
+    A spec field that ``config`` leaves at its default takes the checkpoint's value; one set explicitly
+    to another value is a one-line :class:`ConfigError` naming both (``model.image_size: config says 512,
+    checkpoint X was trained with 128``). ``model.modalities`` may name a subset of the checkpoint's in
+    the same order (a rig without one of the trained sensors).
+    """
+    data = config.to_dict()
+    for section, fields in SPEC_FIELDS.items():
+        current_section = getattr(config, section)
+        explicit = current_section.model_fields_set
+        stored_section = spec.get(section, {})
+        for field in fields:
+            if field not in stored_section:
+                continue
+            stored, current = stored_section[field], data[section][field]
+            if field in explicit and current != stored:
+                if section == "model" and field == "modalities" and _ordered_subset(current, stored):
+                    continue
+                raise ConfigError(
+                    f"{source}: {section}.{field}: config says {current!r}, checkpoint {path} was trained "
+                    f"with {stored!r}"
+                )
+            data[section][field] = stored
+    if data["sync"]["reference"] not in data["model"]["modalities"]:
+        data["sync"]["reference"] = data["model"]["modalities"][0]
+    data["sync"]["required"] = [m for m in data["sync"]["required"] if m in data["model"]["modalities"]]
+    return config_from_dict(data, f"{source} + {path}")
+
+
+def check_spec(spec: dict[str, Any], config: MemSamConfig, path: str | Path, source: str) -> None:
+    """Every spec field of ``config`` must equal the checkpoint's (resuming training: nothing may drift)."""
+    data = config.to_dict()
+    for section, fields in SPEC_FIELDS.items():
+        for field in fields:
+            stored = spec.get(section, {}).get(field, data[section][field])
+            if stored != data[section][field]:
+                raise ConfigError(
+                    f"{source}: {section}.{field}: config says {data[section][field]!r}, checkpoint {path} was "
+                    f"trained with {stored!r}"
+                )
+
+
+def checkpoint_config(path: str | Path, config: MemSamConfig, source: str = "config") -> MemSamConfig:
+    """The effective config for a checkpoint (its spec + ``config``'s run-time settings), without building the model."""
+    return resolve_config(checkpoint_spec(read_memsam_checkpoint(path), path), config, path, source)
+
+
+def load_for_config(
+    path: str | Path, config: MemSamConfig, source: str = "config"
+) -> tuple[MemorySAM, MemSamConfig, dict[str, Any]]:
+    """Checkpoint + run-time config → (model with the weights loaded strictly, effective config, payload)."""
     data = read_memsam_checkpoint(path)
-    check_architecture(data.get("config", {}), cfg, path, source)
-    model = build_memorysam(cfg)
-    _load_strict(model, data["model"], path, f"memsam {cfg.sam2_config} with {cfg.num_classes} classes")
+    effective = resolve_config(checkpoint_spec(data, path), config, path, source)
+    model = build_memorysam(effective.model)
+    what = f"memsam {effective.model.sam2_config} with {effective.model.num_classes} classes"
+    _load_strict(model, data["model"], path, what)
+    return model, effective, data
+
+
+def load_memsam(
+    path: str | Path, cfg: ModelConfig | None = None, source: str = "config"
+) -> tuple[MemorySAM, dict[str, Any]]:
+    """Build the checkpoint's model and load its weights (strict); returns model + payload.
+
+    ``cfg``: fields set in it must agree with the checkpoint (one-line ConfigError otherwise); ``None``
+    builds from the checkpoint alone. ``payload["effective_config"]`` is the resolved MemSamConfig.
+    """
+    given = MemSamConfig() if cfg is None else MemSamConfig.model_construct(model=cfg)  # classes come from the spec
+    model, effective, data = load_for_config(path, given, source)
+    data["effective_config"] = effective
     return model, data

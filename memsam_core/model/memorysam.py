@@ -38,7 +38,13 @@ class FrameHeads:
 class MemorySAM(nn.Module):
     """SAM 2 with a semantic mask decoder, run over a sequence of modality frames."""
 
-    def __init__(self, sam: SAM2Base, num_classes: int, gate_logits_by_object_score: bool = False) -> None:
+    def __init__(
+        self,
+        sam: SAM2Base,
+        num_classes: int,
+        gate_logits_by_object_score: bool = False,
+        num_modalities: int | None = None,
+    ) -> None:
         super().__init__()
         if sam.sam_mask_decoder.num_multimask_outputs != num_classes:
             raise ValueError("the SAM 2 mask decoder must have one multimask output per class")
@@ -49,6 +55,16 @@ class MemorySAM(nn.Module):
         self.sam = sam
         self.num_classes = num_classes
         self.gate_logits_by_object_score = gate_logits_by_object_score
+        self.num_modalities = num_modalities
+
+    def pointer_frames(self, num_frames: int) -> int:
+        """Frame count that scales SAM 2.1's object-pointer temporal positions: the configured modality count.
+
+        SAM 2.1 divides a pointer's frame distance by ``min(num_frames, 16) - 1``, so with the present-frame
+        count a missing sensor would re-scale every pointer position the model learnt; the configured count
+        keeps distance d encoded the same whatever is missing (equal to SAM 2 when every modality is present).
+        """
+        return max(num_frames, self.num_modalities or 0)
 
     @property
     def image_size(self) -> int:
@@ -185,7 +201,9 @@ class MemorySAM(nn.Module):
             frame = slice(k * batch, (k + 1) * batch)
             cur_feats = [f[:, frame] for f in feats]
             cur_pos = [p[:, frame] for p in pos]
-            pix_feat = self.condition_on_memory(cur_feats[-1], cur_pos[-1], sizes[-1], memories, num_frames)
+            pix_feat = self.condition_on_memory(
+                cur_feats[-1], cur_pos[-1], sizes[-1], memories, self.pointer_frames(num_frames)
+            )
             high_res = [x.permute(1, 2, 0).reshape(batch, x.size(2), *s) for x, s in zip(cur_feats[:-1], sizes[:-1])]
             heads = self.semantic_heads(pix_feat, high_res, prompts, image_pe)
             logit_sum = heads.class_logits if logit_sum is None else logit_sum + heads.class_logits
@@ -230,7 +248,7 @@ class MemorySAM(nn.Module):
                 point_inputs=None,
                 mask_inputs=None,
                 output_dict=output_dict,
-                num_frames=num_frames,
+                num_frames=self.pointer_frames(num_frames),
                 track_in_reverse=False,
                 prev_sam_mask_logits=None,
             )
