@@ -9,9 +9,9 @@ PACKAGE_NAME = "memsam_ros"
 setup(
     name=PACKAGE_NAME,
     version="0.1.0",
-    packages=find_packages(
-        include=["memsam_core", "memsam_core.*", "memsam_ros", "memsam_ros.*", "memsam_training", "memsam_training.*"]
-    ),
+    # training/ is imported as memsam_training: the sam2 wheel already owns a top-level `training` package
+    packages=[*find_packages(include=["memsam_core*", "memsam_ros*"]), "memsam_training"],
+    package_dir={"memsam_training": "training"},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE_NAME]),
         ("share/" + PACKAGE_NAME, ["package.xml"]),

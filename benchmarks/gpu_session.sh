@@ -23,11 +23,13 @@ mkdir -p "$out"
 log="$out/log.txt"
 start=$(date +%s)
 deadline=${GPU_DEADLINE_S:-540}
+mkdir -p /tmp/memsam_site
+ln -sfn "$PWD/training" /tmp/memsam_site/memsam_training  # training/ is imported as memsam_training (setup.py)
 if [ -d .device ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/memsam_site .device/wheels/*.whl || exit 1
   export PYTHONPATH="$PWD/.device/site:/tmp/memsam_site:$PWD"
 else
-  export PYTHONPATH="$PWD"
+  export PYTHONPATH="/tmp/memsam_site:$PWD"
 fi
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore TORCHINDUCTOR_CACHE_DIR=/tmp/memsam_inductor
 say() { echo "$*" | tee -a "$log"; }

@@ -26,7 +26,7 @@ if ! "$VPY" -c "import sam2" 2>/dev/null; then
 fi
 echo "[setup] installing requirements"
 pip_install -r requirements.txt
-pip_install --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
+pip_install --no-deps --no-build-isolation -e .
 
 echo "[setup] building ROS 2 messages (msg/ -> install/)"
 bash scripts/build_msgs.sh
