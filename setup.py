@@ -1,4 +1,5 @@
-"""ament_python package for memsam: ``pip install -e .`` off-ROS, ``colcon build`` on a ROS 2 install."""
+"""memsam for pip (``pip install -e .`` off-ROS). On a ROS 2 install ``colcon build`` uses CMakeLists.txt instead;
+the console scripts are in setup.cfg, which both read."""
 
 from glob import glob
 
@@ -25,15 +26,4 @@ setup(
     description="Multi-modal semantic segmentation with SAM 2 memory (MemorySAM) as a ROS 2 node.",
     license="Apache-2.0",
     extras_require={"test": ["pytest"]},
-    entry_points={
-        "console_scripts": [
-            "segment_node = memsam_ros.node:main",
-            "memsam-node = memsam_ros.node:main",
-            "memsam-make-bag = memsam_ros.bag_tools:make_bag_main",
-            "memsam-play-bag = memsam_ros.player:main",
-            "memsam-eval-bag = memsam_ros.evaluate:main",
-            "memsam-demo = memsam_ros.demo:main",
-            "memsam-train = memsam_training.train:main",
-        ],
-    },
 )

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Build the interface packages (msg/ -> install/memsam_msgs, and the vendored sensor interfaces of msg/vendor/:
-# event_camera_msgs, dvs_msgs, tf2_msgs) with colcon, off-ROS, against the ament_cmake / rosidl toolchain of the
-# PyPI ROS 2 Kilted wheels in .venv, then hook the results into the venv so plain `.venv/bin/python` imports
-# them (a .pth per Python package, a site-packages/ros_<pkg>.libs symlink for the C typesupport libraries,
-# which the ros-wheels-bootstrapper puts on LD_LIBRARY_PATH). Skips the build when nothing changed.
+# Build the interface packages off-ROS: the repository's own ament_cmake package with MEMSAM_INTERFACES_ONLY=ON,
+# i.e. memsam_msgs (msg/) and the vendored sensor interfaces (msg/vendor/: event_camera_msgs, dvs_msgs, tf2_msgs),
+# with colcon against the ament_cmake / rosidl toolchain of the PyPI ROS 2 Kilted wheels in .venv, into
+# install/memsam_ros. Then hook the result into the venv so plain `.venv/bin/python` imports them (a .pth for the
+# Python packages, a site-packages/ros_memsam_ros.libs symlink for the C typesupport libraries, which the
+# ros-wheels-bootstrapper puts on LD_LIBRARY_PATH). The Python code itself is pip-installed (setup.sh). Skips the
+# build when nothing changed.
 # Usage: bash scripts/build_msgs.sh [--force]    (VENV=... to use another venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +13,7 @@ ROOT=$(pwd)
 VENV=${VENV:-$ROOT/.venv}
 VPY="$VENV/bin/python"
 PACKAGES=(memsam_msgs event_camera_msgs dvs_msgs tf2_msgs)
+PREFIX="$ROOT/install/memsam_ros"
 STAMP="$ROOT/install/.memsam_msgs.stamp"
 # Keep in sync with the "msg build" block of requirements.txt (~= pins the Kilted series of ros-rclpy).
 BUILD_PKGS=(
@@ -32,19 +35,18 @@ p = sysconfig.get_paths()
 print(f'{sys.version_info[0]}.{sys.version_info[1]}', p['purelib'], p['include'])")
 
 hook_into_venv() {
-  for pkg in "${PACKAGES[@]}"; do
-    echo "$ROOT/install/$pkg/lib/python$PYVER/site-packages" > "$SITE/$pkg.pth"
-    ln -sfn "$ROOT/install/$pkg/lib" "$SITE/ros_$pkg.libs"
-  done
+  rm -f "$SITE"/{memsam_msgs,event_camera_msgs,dvs_msgs,tf2_msgs}.pth "$SITE"/ros_{memsam_msgs,event_camera_msgs,dvs_msgs,tf2_msgs}.libs
+  echo "$PREFIX/lib/python$PYVER/site-packages" > "$SITE/memsam_interfaces.pth"
+  ln -sfn "$PREFIX/lib" "$SITE/ros_memsam_ros.libs"
 }
 all_built() {
-  for pkg in "${PACKAGES[@]}"; do [ -d "$ROOT/install/$pkg/lib/python$PYVER/site-packages/$pkg" ] || return 1; done
+  for pkg in "${PACKAGES[@]}"; do [ -d "$PREFIX/lib/python$PYVER/site-packages/$pkg" ] || return 1; done
 }
 
 fingerprint() {
   {
-    cat scripts/build_msgs.sh msg/package.xml msg/CMakeLists.txt msg/msg/*.msg msg/vendor/*/package.xml \
-      msg/vendor/*/CMakeLists.txt msg/vendor/*/msg/*.msg
+    cat scripts/build_msgs.sh CMakeLists.txt package.xml msg/package.xml msg/CMakeLists.txt msg/msg/*.msg \
+      msg/vendor/*/package.xml msg/vendor/*/CMakeLists.txt msg/vendor/*/msg/*.msg
     echo "$VPY $PYVER"
     ls -d "$SITE"/ros_rosidl_*.dist-info "$SITE"/ros_ament_cmake*.dist-info 2>/dev/null
   } | sha256sum | cut -d' ' -f1
@@ -78,14 +80,17 @@ NUMPY_INC=$(vpy -c "import numpy; print(numpy.get_include())")
 link_baked_path "/opt/python/cp${PYVER/./}-cp${PYVER/./}/include/python$PYVER" "$PYINC"
 link_baked_path "/opt/python/cp${PYVER/./}-cp${PYVER/./}/lib/python$PYVER/site-packages/numpy/_core/include" "$NUMPY_INC"
 
-echo "[build_msgs] colcon build msg/ msg/vendor/* -> install/"
+echo "[build_msgs] colcon build (interfaces only) -> $PREFIX"
 export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV" PATH="$VENV/bin:$PATH"
 rm -f "$STAMP"
-if ! colcon --log-base log build --base-paths msg msg/vendor --build-base build --install-base install \
-    --cmake-args -DPython3_EXECUTABLE="$VPY" -DBUILD_TESTING=OFF -Wno-dev; then
-  echo "[build_msgs] colcon failed; full logs: log/latest_build/<package>/stdout_stderr.log" >&2
+# From a staged copy: CMake refuses exported include paths inside the source tree, and .venv (numpy) is in it.
+SRC="$ROOT/build/memsam_interfaces_src"
+rm -rf "$SRC" && mkdir -p "$SRC" && cp -r CMakeLists.txt package.xml msg "$SRC/"
+if ! colcon --log-base log build --base-paths "$SRC" --build-base build --install-base install \
+    --cmake-args -DMEMSAM_INTERFACES_ONLY=ON -DPython3_EXECUTABLE="$VPY" -DBUILD_TESTING=OFF -Wno-dev; then
+  echo "[build_msgs] colcon failed; full log: log/latest_build/memsam_ros/stdout_stderr.log" >&2
   exit 1
 fi
 hook_into_venv
 fingerprint > "$STAMP"
-echo "[build_msgs] built ${PACKAGES[*]} into $ROOT/install (hooked into $SITE)"
+echo "[build_msgs] built ${PACKAGES[*]} into $PREFIX (hooked into $SITE)"

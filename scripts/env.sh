@@ -1,8 +1,8 @@
-# Source me from bash: puts the colcon-built memsam_msgs (scripts/build_msgs.sh) on the ROS search
+# Source me from bash: puts the colcon-built interface packages (scripts/build_msgs.sh: memsam_msgs and the vendored sensor interfaces) on the ROS search
 # paths for shells and tools outside .venv/bin/python, and selects the large-image Fast DDS profile.
-# Plain .venv/bin/python needs none of this for imports (build_msgs.sh hooks memsam_msgs into the venv).
+# Plain .venv/bin/python needs none of this for imports (build_msgs.sh hooks them into the venv).
 _memsam_root="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)"
-_memsam_pkg="$_memsam_root/install/memsam_msgs"
+_memsam_pkg="$_memsam_root/install/memsam_ros"
 _memsam_prepend() {  # _memsam_prepend VAR DIR: put DIR first in VAR once
   case ":${!1:-}:" in
     *":$2:"*) ;;
