@@ -33,7 +33,8 @@ from common import benchmark_config, machine_description, peak_rss_mib
 from memsam_core.engine import Segmenter
 from memsam_core.modalities import frames_to_tensor
 from memsam_ros.codec import array_to_image, decode_modality
-from memsam_ros.node import SegmentNode, _load_info_type
+from memsam_ros.info import info_message_type
+from memsam_ros.node import SegmentNode
 from memsam_ros.sync import ModalitySynchronizer
 
 MODALITIES = ["rgb", "depth", "lidar", "event"]
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     logits = torch.randn(1, args.num_classes, args.net_size, args.net_size)
     messages = incoming_messages(args.height, args.width)
-    info_type = _load_info_type()
+    info_type = info_message_type()
 
     rclpy.init()
     node = rclpy.create_node("memsam_overhead_bench")

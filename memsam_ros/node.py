@@ -37,15 +37,17 @@ from memsam_core.engine import Segmenter
 from memsam_core.model import CheckpointError
 from memsam_ros.codec import ImageDecodeError, array_to_image, decode_modality
 from memsam_ros.diagnostics import PipelineHealth, diagnostic_array
+from memsam_ros.info import BUILD_MSGS_HINT, info_message_type, make_info
 from memsam_ros.params import RUNTIME_PARAMETERS, declare_config_parameters, parameter_source, unknown_overrides
+from memsam_ros.stamps import stamp_s
 from memsam_ros.sync import BACKJUMP_RESET_S, ModalitySynchronizer, SyncedSet
 from memsam_ros.throttle import WarningThrottle
+from memsam_ros.topics import modality_topics
 from memsam_ros.worker import LatestWorker, SetCounts
 
 NODE_NAME = "memsam_segment"
 FORWARD_JUMP_TOLERANCE_S = 1.0  # stamp advancing this much more than wall time = jump forward
 MAX_NONFINITE_DEPTH_FRACTION = 0.5  # warn above this share of NaN/Inf depth pixels (REP 118 allows some)
-BUILD_MSGS_HINT = "bash scripts/build_msgs.sh"
 _DIGITS = re.compile(r"\d+(\.\d+)?")
 
 
@@ -60,18 +62,6 @@ class _Frame:
     array: np.ndarray
     header: Any
     arrival: float  # time.monotonic() at the callback
-
-
-def _stamp_s(header: Any) -> float:
-    return header.stamp.sec + header.stamp.nanosec * 1e-9
-
-
-def _load_info_type() -> type | None:
-    try:
-        from memsam_msgs.msg import SegmentationInfo
-    except ImportError:
-        return None
-    return SegmentationInfo
 
 
 class _ForwardToRosLogger(logging.Handler):
@@ -134,10 +124,10 @@ class SegmentNode(Node):
         self._throttle = WarningThrottle(cfg.ros.warn_throttle_s)
         self._overlay_alpha = cfg.ros.overlay_alpha
         self._last_stamp: dict[str, tuple[float, float]] = {}  # modality -> (stamp, arrival)
-        self.topics = {m: self.resolve_topic_name(cfg.ros.topic(m)) for m in self.modalities}
+        self.topics = modality_topics(cfg, self.resolve_topic_name)
         self.health = PipelineHealth(self.topics, self.reference, cfg.ros.silent_after_s, time.monotonic())
         self.sync = ModalitySynchronizer.from_config(cfg)
-        self._info_type = _load_info_type()
+        self._info_type = info_message_type()
         if self._info_type is None:
             self.get_logger().error(
                 f"memsam_msgs is not importable: build it with `{BUILD_MSGS_HINT}` (and source scripts/env.sh "
@@ -230,7 +220,7 @@ class SegmentNode(Node):
         self.health.decoded(modality)
         if modality in ("depth", "lidar"):
             self._check_depth(modality, array)
-        stamp = _stamp_s(msg.header)
+        stamp = stamp_s(msg.header)
         self._check_stamp(modality, stamp, now)
         resets = self.sync.stats.resets
         sets = self.sync.add(modality, stamp, _Frame(array, msg.header, now), now)
@@ -327,12 +317,7 @@ class SegmentNode(Node):
             "sets_dropped": int(dropped),
             "model_name": self._model_name,
         }
-        if self._info_type is None:
-            stamp = {"sec": header.stamp.sec, "nanosec": header.stamp.nanosec}
-            payload = {"header": {"stamp": stamp, "frame_id": header.frame_id}, **fields}
-            self.pub_info.publish(String(data=json.dumps(payload)))
-        else:
-            self.pub_info.publish(self._info_type(header=header, **fields))
+        self.pub_info.publish(make_info(self._info_type, header, fields))
 
     def _on_inference_error(self, exc: Exception) -> None:
         reason = f"{type(exc).__name__}: {exc}"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from memsam_ros.demo import QUICK_BAG, main
+from memsam_ros.tools.demo import QUICK_BAG, main
 
 pytestmark = pytest.mark.ros
 

@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memsam_ros.bag_tools import SENSOR_TOPICS, BagError, open_reader, stamp_ns
+from memsam_ros.stamps import stamp_ns
+from memsam_ros.tools.bag_tools import SENSOR_TOPICS, BagError, open_reader
+from memsam_ros.tools.progress import progress as show_progress
 
 DEFAULT_GATE_TIMEOUT_S = 30.0
 DELIVERY_TIMEOUT_S = 5.0  # how long an exiting player waits for reliable subscribers to acknowledge
@@ -178,8 +180,6 @@ class BagPlayer:
         With ``hold_reference_s`` > 0 a reference message is held back until the bag time passes it by
         that much, so the other modalities of the same instant go out first (see the module doc).
         """
-        from tqdm import tqdm
-
         stats = PlayStats(published=dict.fromkeys(self.topics, 0))
         connections = [c for c in self._reader.connections if c.topic in self.topics]
         total = sum(c.msgcount for c in connections)
@@ -189,12 +189,9 @@ class BagPlayer:
         self._shift_s = 0.0  # time spent waiting at the gate, added to the schedule
         self._last_reference_ns: int | None = None
         held: tuple[str, int, bytes] | None = None
-        for connection, log_ns, raw in tqdm(
-            self._reader.messages(connections=connections),
-            total=total,
-            desc="playing",
-            unit="msg",
-            disable=not progress,
+        messages = self._reader.messages(connections=connections)
+        for connection, log_ns, raw in show_progress(
+            messages, total=total, desc="playing", unit="msg", enabled=progress
         ):
             if abort():
                 stats.aborted = True
