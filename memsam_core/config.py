@@ -131,7 +131,14 @@ class SyncConfig(_Section):
     required: list[Modality] = Field(default_factory=lambda: ["rgb"], description="sets without these are dropped")
     slop_s: float = Field(0.05, gt=0, le=5.0, description="max |stamp - reference stamp| for a match")
     queue_size: int = Field(10, ge=1, le=1000, description="messages kept per modality")
-    max_wait_s: float = Field(0.2, ge=0, le=10.0, description="wait this long for late modalities, then emit without")
+    max_wait_s: float = Field(
+        0.2, ge=0, le=10.0, description="a topic silent this long is not waited for; no set waits longer than this"
+    )
+    single_use: list[Modality] = Field(
+        default_factory=list,
+        description="modalities whose messages serve one set each (message_filters style); the others may "
+        "serve consecutive sets (a 15 Hz LiDAR in every 30 Hz RGB set)",
+    )
 
 
 class RosConfig(_Section):
@@ -246,6 +253,8 @@ class MemSamConfig(_Section):
         unknown = [m for m in self.sync.required if m not in self.model.modalities]
         if unknown:
             raise ValueError(f"sync.required {unknown} not in model.modalities {self.model.modalities}")
+        if self.sync.reference in self.sync.single_use:
+            raise ValueError(f"sync.single_use: the reference {self.sync.reference!r} always serves one set")
         return self
 
     # ------------------------------------------------------------------ I/O
