@@ -156,6 +156,22 @@ class RosConfig(_Section):
     silent_after_s: float = Field(
         3.0, gt=0, le=3600.0, description="an input topic with no message for this long is reported missing"
     )
+    camera_info_topic: str = Field(
+        "", description="CameraInfo of the reference camera; empty = 'camera_info' next to the reference image topic"
+    )
+    extrinsics: Literal["registered", "unchecked"] = Field(
+        "registered",
+        description="registered: every modality is an image in the reference camera (depth registered, LiDAR "
+        "projected), so its frame_id must equal the reference's (warned once otherwise); unchecked: no check",
+    )
+    autostart: bool = Field(True, description="configure and activate the lifecycle node at start-up")
+    gil_switch_interval_ms: float = Field(
+        0.0,
+        ge=0.0,
+        le=100.0,
+        description="Python GIL switch interval; 0 = auto: 0.5 ms when inference runs on the CPU, Python's "
+        "default (5 ms) on CUDA",
+    )
 
     def topic(self, modality: str) -> str:
         return getattr(self, f"{modality}_topic")

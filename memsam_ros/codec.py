@@ -61,8 +61,19 @@ def _as_bytes(data: Any) -> np.ndarray:
         raise ImageDecodeError(f"data is not a sequence of bytes: {exc}") from exc
 
 
-def image_to_array(msg: Any) -> np.ndarray:
-    """Decode to a new native-endian array: uint8 HxWx3 RGB for colour, HxW for single channel."""
+def _data_length(data: Any) -> int:
+    if isinstance(data, memoryview):
+        return data.nbytes
+    if isinstance(data, np.ndarray):
+        if data.dtype != np.uint8:
+            raise ImageDecodeError(f"data must hold uint8, got dtype {data.dtype}")
+        return data.size
+    return len(data)
+
+
+def check_layout(msg: Any) -> None:
+    """Encoding known and ``width``/``height``/``step`` consistent with the data, without touching a pixel
+    (the node checks every message on arrival; only those that go into a set are decoded)."""
     encoding = str(msg.encoding)
     if encoding not in _LAYOUTS:
         raise ImageDecodeError(f"unsupported encoding {encoding!r} (supported: {', '.join(_LAYOUTS)})")
@@ -73,8 +84,36 @@ def image_to_array(msg: Any) -> np.ndarray:
     pixel_bytes = dtype.itemsize * channels
     if step < width * pixel_bytes:
         raise ImageDecodeError(f"step {step} < width*bytes_per_pixel {width}*{pixel_bytes} for {encoding}")
+    try:
+        length = _data_length(msg.data)
+    except TypeError as exc:
+        raise ImageDecodeError(f"data is not a sequence of bytes: {exc}") from exc
+    if length != step * height:
+        raise ImageDecodeError(f"data length {length} != step*height {step}*{height}")
+
+
+def check_modality(msg: Any, modality: str) -> None:
+    """:func:`check_layout` plus: the encoding is one the modality accepts."""
+    if modality not in _MODALITY_ENCODINGS:
+        raise ValueError(f"unknown modality {modality!r} (known: {', '.join(_MODALITY_ENCODINGS)})")
+    encoding = str(msg.encoding)
+    allowed = _MODALITY_ENCODINGS[modality]
+    if encoding not in allowed:
+        known = "" if encoding in _LAYOUTS else "unsupported encoding; "
+        options = ", ".join(sorted(allowed))
+        raise ImageDecodeError(f"{known}encoding {encoding!r} not allowed for modality {modality!r} ({options})")
+    check_layout(msg)
+
+
+def image_to_array(msg: Any) -> np.ndarray:
+    """Decode to a new native-endian array: uint8 HxWx3 RGB for colour, HxW for single channel."""
+    check_layout(msg)
+    encoding = str(msg.encoding)
+    dtype, channels = _LAYOUTS[encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    pixel_bytes = dtype.itemsize * channels
     buf = _as_bytes(msg.data)
-    if buf.size != step * height:
+    if buf.size != step * height:  # a container whose len() is not its byte size
         raise ImageDecodeError(f"data length {buf.size} != step*height {step}*{height}")
     wire = dtype.newbyteorder(">" if msg.is_bigendian else "<")
     # Strided view skips the row padding; astype copies into a packed native-endian array.
@@ -100,14 +139,8 @@ def depth_to_metres(arr: np.ndarray, encoding: str) -> np.ndarray:
 
 def decode_modality(msg: Any, modality: str) -> np.ndarray:
     """The model's raw input for ``modality``: rgb/event uint8 images, depth/lidar float32 metres."""
-    if modality not in _MODALITY_ENCODINGS:
-        raise ValueError(f"unknown modality {modality!r} (known: {', '.join(_MODALITY_ENCODINGS)})")
+    check_modality(msg, modality)
     encoding = str(msg.encoding)
-    allowed = _MODALITY_ENCODINGS[modality]
-    if encoding not in allowed:
-        known = "" if encoding in _LAYOUTS else "unsupported encoding; "
-        options = ", ".join(sorted(allowed))
-        raise ImageDecodeError(f"{known}encoding {encoding!r} not allowed for modality {modality!r} ({options})")
     arr = image_to_array(msg)
     if encoding in _DEPTH_ENCODINGS:
         return depth_to_metres(arr, encoding)

@@ -14,10 +14,12 @@ caller passes its clock) and picks what an oracle that saw the whole recording w
   or the modality is silent. Certain: a message stamped at or after the reference has arrived (messages
   of one topic arrive in stamp order, so no later one can be nearer); for a single-use choice stamped
   after the reference, also the next reference (it decides which reference the message is nearest to).
-  Silent: the topic's next message is ``max_wait_s`` overdue (nothing arrived for its usual period, the
-  median of its recent stamp intervals, plus ``max_wait_s``), so dropped messages of a slow sensor do not
-  make it look dead. A set also goes out once ``max_wait_s`` passed since its reference arrived, or when
-  more than ``queue_size`` newer references wait behind it, whatever is still missing. Sets go out in
+  Silent: the topic's next message is ``max_wait_s`` overdue, both on the caller's clock (nothing arrived
+  for its usual period, the median of its recent stamp intervals, plus ``max_wait_s``) and in stamps (the
+  newest reference is that much newer than its newest message). So dropped messages of a slow sensor do
+  not make it look dead, and neither does a pause of every stream (a bag player waiting for the node).
+  A set also goes out once ``max_wait_s`` passed since its reference arrived, or when more than
+  ``queue_size`` newer references wait behind it, whatever is still missing. Sets go out in
   reference-stamp order; an incomplete older set never holds back a newer one longer than the rules
   above, because any message that makes a newer choice certain makes the older one certain too.
 * Sets lacking a ``required`` modality are dropped (``dropped_incomplete``); a reference stamp jumping back
@@ -142,7 +144,7 @@ class ModalitySynchronizer:
         self._last_arrival: dict[str, float | None] = dict.fromkeys(modalities)
         self._intervals: dict[str, deque[float]] = {m: deque(maxlen=PERIOD_SAMPLES) for m in modalities}
         self._period: dict[str, float] = dict.fromkeys(modalities, 0.0)
-        self._started: float | None = None  # caller time of the first message: silence is counted from here
+        self._started: tuple[float, float] | None = None  # (caller time, stamp) of the first message
 
     @classmethod
     def from_config(cls, config: MemSamConfig) -> ModalitySynchronizer:
@@ -163,6 +165,11 @@ class ModalitySynchronizer:
         with self._lock:
             return self._stats.copy()
 
+    @property
+    def resets(self) -> int:
+        """Bag-loop resets so far (cheaper than copying :attr:`stats` per message)."""
+        return self._stats.resets
+
     def queued(self) -> dict[str, int]:
         """Messages currently held per modality (pending references and reusable messages included)."""
         with self._lock:
@@ -182,7 +189,7 @@ class ModalitySynchronizer:
             raise ValueError(f"unknown modality {modality!r} (expected one of {self.modalities})")
         with self._lock:
             if self._started is None:
-                self._started = now_s
+                self._started = (now_s, stamp_s)
             self._stats.received[modality] += 1
             self._last_arrival[modality] = now_s
             if modality == self.reference:
@@ -281,10 +288,20 @@ class ModalitySynchronizer:
 
     # ------------------------------------------------------------------ decisions
     def _silent(self, modality: str, now: float) -> bool:
-        """The topic's next message is ``max_wait_s`` overdue (never heard: ``max_wait_s`` after the start)."""
-        last = self._last_arrival[modality]
-        since = last + self._period[modality] if last is not None else self._started
-        return since is not None and now - since >= self.max_wait_s
+        """The topic's next message is ``max_wait_s`` overdue at ``now`` and for the newest reference stamp
+        (never heard: ``max_wait_s`` after the first message of any topic)."""
+        last, newest = self._last_arrival[modality], self._newest[modality]
+        if last is None or newest is None:
+            if self._started is None:
+                return False
+            last, newest = self._started
+        period = self._period[modality]
+        if now - (last + period) < self.max_wait_s:
+            return False
+        if modality == self.reference:
+            return True
+        stream = self._newest[self.reference]
+        return stream is not None and stream - (newest + period) >= self.max_wait_s
 
     def _choice(self, modality: str, ref: float, prev_ref: float | None, next_ref: float | None) -> int | None:
         """Index of the message the oracle gives ``ref`` among those queued, or None."""

@@ -72,6 +72,19 @@ def test_a_newer_message_proves_no_match_can_come() -> None:
     assert [(s.stamp_s, s.missing) for s in out] == [(1.0, ("depth",)), (1.033, ())]
 
 
+def test_a_pause_of_every_stream_is_not_silence() -> None:
+    """A bag player waiting for the node publishes nothing for a while: no topic is silent after it, so the
+    next set waits for its depth frame although that arrives after the RGB frame."""
+    sync = ModalitySynchronizer(["rgb", "depth"], slop_s=0.02, max_wait_s=0.2)
+    for i in range(5):  # 10 Hz, then a 3 s pause before frame 5
+        now = i / 10 if i < 5 else 3.0
+        sync.add("depth", i / 10, i, now_s=now)
+        assert len(sync.add("rgb", i / 10, i, now_s=now)) == 1
+    assert sync.add("rgb", 0.5, "after the pause", now_s=3.0) == []
+    [out] = sync.add("depth", 0.5, "its depth", now_s=3.01)
+    assert out.items == {"rgb": "after the pause", "depth": "its depth"}
+
+
 def test_silent_topic_is_not_waited_for() -> None:
     """A dead optional sensor costs the sets of max_wait_s after its last message once, then nothing."""
     sync = make(max_wait_s=0.25)
@@ -97,8 +110,8 @@ def test_never_heard_topic_is_silent_after_max_wait_from_the_first_message() -> 
     assert sync.poll(100.19) == []
     [out] = sync.poll(100.2)
     assert out.missing == ("depth", "lidar") and out.items == {"rgb": "r"}
-    [out] = sync.add("rgb", 5.1, "r2", now_s=100.3)  # both silent now: no waiting at all
-    assert out.stamp_s == 5.1
+    [out] = sync.add("rgb", 5.25, "r2", now_s=100.3)  # 0.2 s overdue in time and in stamps: not waited for
+    assert out.stamp_s == 5.25
 
 
 def test_no_set_waits_longer_than_max_wait() -> None:
@@ -149,7 +162,8 @@ def test_required_modality_missing_drops_the_set() -> None:
     s = sync.stats
     assert (s.dropped_incomplete, s.emitted, s.discarded["rgb"]) == (1, 0, 1)
     assert sync.queued()["depth"] == 1  # still usable by the next reference within slop
-    [out] = sync.add("lidar", 1.04, "l", now_s=1.0) + sync.add("rgb", 1.03, "r2", now_s=1.0)
+    assert sync.add("lidar", 1.04, "l", now_s=1.0) + sync.add("rgb", 1.03, "r2", now_s=1.0) == []
+    [out] = sync.poll(1.25)  # depth may still send 1.03: waited for until max_wait_s
     assert out.items == {"rgb": "r2", "depth": "d", "lidar": "l"}
     assert_accounting(sync)
 
@@ -316,6 +330,7 @@ def test_rig_streams_match_the_oracle_without_added_waiting(scenario, seed, sing
     newest = {m: max(x.stamp for x in messages if x.modality == m) for m in RIG}
     last_arrival = {m: max(x.arrival for x in messages if x.modality == m) for m in RIG}
     recording_ends = messages[0].stamp + 3.7  # the last sets wait for silence like after a death: not checked
+    previous = -np.inf  # sets go out in order: one never leaves before the one before it
     for out in emitted:
         ref = refs[out.tokens["rgb"]]
         if ref.stamp > recording_ends:
@@ -326,10 +341,14 @@ def test_rig_streams_match_the_oracle_without_added_waiting(scenario, seed, sing
         dead = [m for m in RIG if newest[m] < ref.stamp]
         if not dead:  # no later than the last message the oracle needed (earlier if a topic was silent)
             assert out.emitted_at <= needed + 1e-9
-        else:  # a death is only known from silence: its next message max_wait_s overdue, or max_wait_s after
-            # the reference arrived (+ one poll period)
-            silent_at = max(last_arrival[m] + 1 / RIG_RATES_HZ[m] + 0.005 for m in dead) + max_wait
-            assert out.emitted_at <= max(needed, min(silent_at, ref.arrival + max_wait) + 0.0101)
+        else:  # a death is only known from silence: its next message max_wait_s overdue (in wall time and
+            # stamps), or else max_wait_s after the reference arrived (+ one poll period)
+            period = {m: 1 / RIG_RATES_HZ[m] + 0.005 for m in dead}
+            silent_at = max(last_arrival[m] + period[m] for m in dead)
+            stamp_silent = all(ref.stamp - newest[m] - period[m] >= max_wait for m in dead)
+            bound = min(ref.arrival, silent_at if stamp_silent else np.inf) + max_wait + 0.0101
+            assert out.emitted_at <= max(needed, bound, previous + 1e-9)
+        previous = out.emitted_at
     if single_use:
         used = [t for e in emitted for m, t in e.tokens.items() if m != "rgb"]
         assert len(used) == len(set(used))

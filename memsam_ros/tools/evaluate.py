@@ -1,8 +1,9 @@
 """``memsam-eval-bag``: score a checkpoint on a recorded bag, offline (no ROS) or live (over DDS).
 
-Offline, the bag is read with rosbags and goes through exactly what the node runs: the same codec
-(:func:`memsam_ros.codec.decode_modality`), the same :class:`ModalitySynchronizer` fed with the bag
-receive time as its clock, and the same :class:`memsam_core.engine.Segmenter`, one set at a time.
+Offline, the bag is read with rosbags and goes through exactly what the node runs: the same layout check
+on arrival, the same :class:`ModalitySynchronizer` fed with the bag receive time as its clock, the same
+decoding of a set's messages (:func:`memsam_ros.frames.decode_set`) and the same
+:class:`memsam_core.engine.Segmenter`, one set at a time.
 Live (``--mode live``), the bag is played into a running node (:mod:`memsam_ros.tools.recorder`). Either
 way a :class:`~memsam_ros.tools.scoring.Scoreboard` matches each prediction to the ground-truth label image
 with the same header stamp (the node stamps outputs with the RGB stamp) and the report is written by
@@ -16,7 +17,6 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,9 @@ import numpy as np
 
 from memsam_core.config import ConfigError, MemSamConfig, load_config, parse_overrides
 from memsam_core.model import CheckpointError
-from memsam_ros.codec import ImageDecodeError, decode_modality, image_to_array
-from memsam_ros.stamps import stamp_ns
+from memsam_ros.codec import ImageDecodeError, check_modality, image_to_array
+from memsam_ros.frames import decode_set, received_from_message
+from memsam_ros.stamps import ns_to_s, stamp_ns
 from memsam_ros.sync import ModalitySynchronizer
 from memsam_ros.tools.bag_tools import (
     GT_LABELS_TOPIC,
@@ -41,12 +42,6 @@ from memsam_ros.tools.scoring import EvaluationRun, Prediction, Scoreboard
 from memsam_ros.topics import modality_topics
 
 LOG = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class _Frame:
-    array: np.ndarray
-    stamp_ns: int
 
 
 def _load_segmenter(config: MemSamConfig, source: str) -> Any:
@@ -96,7 +91,12 @@ def evaluate_bag_offline(
 
         def run_sets(sets: list) -> None:
             for synced in sets:
-                frames = {m: f.array for m, f in synced.items.items()}
+                frames, errors = decode_set(synced.items)  # what the node's inference thread does
+                for modality, reason in errors.items():
+                    decode_errors[topics[modality]] = decode_errors.get(topics[modality], 0) + 1
+                    LOG.warning("%s: %s", topics[modality], reason)
+                if reference not in frames:
+                    continue
                 result = segmenter.segment_batch([frames])[0]
                 inference_ms.append(result.inference_ms)
                 board.add_prediction(
@@ -117,10 +117,11 @@ def evaluate_bag_offline(
                     board.add_ground_truth(stamp, image_to_array(msg))
                 elif topic == scene_topic:
                     board.add_scene(stamp, scene_values(msg))
-                else:
+                else:  # as the node: the layout is checked on arrival, pixels decoded only for a set
                     modality = by_topic[topic]
-                    array = decode_modality(msg, modality)
-                    run_sets(sync.add(modality, stamp * 1e-9, _Frame(array, stamp), log_ns * 1e-9))
+                    check_modality(msg, modality)
+                    received = received_from_message(modality, msg, log_ns * 1e-9)
+                    run_sets(sync.add(modality, ns_to_s(stamp), received, received.arrival))
             except (ImageDecodeError, ValueError) as err:
                 decode_errors[topic] = decode_errors.get(topic, 0) + 1
                 LOG.warning("%s at %d: cannot decode, skipped: %s", topic, stamp, err)
@@ -139,7 +140,7 @@ def evaluate_bag_offline(
             "dropped_incomplete": stats.dropped_incomplete,
             "resets": stats.resets,
             "received": stats.received,
-            "used": stats.used,
+            "served": stats.served,
         },
         "inference_ms_mean": float(np.mean(inference_ms)) if inference_ms else None,
     }
