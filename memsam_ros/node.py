@@ -288,17 +288,18 @@ class SegmentNode(LifecycleNode):
     # ------------------------------------------------------------------ entities
     def _create_publishers(self) -> None:
         depth = self.config.ros.qos_depth
-        out_qos = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-        override = QoSOverridingOptions.with_default_policies
 
-        def publisher(msg_type: type, topic: str, qos: QoSProfile) -> Any:
-            return self.create_lifecycle_publisher(msg_type, topic, qos, qos_overriding_options=override())
+        def publisher(msg_type: type, topic: str) -> Any:
+            # a fresh profile each: rclpy applies qos_overrides.<topic>.* to the profile object in place
+            qos = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+            options = QoSOverridingOptions.with_default_policies()
+            return self.create_lifecycle_publisher(msg_type, topic, qos, qos_overriding_options=options)
 
-        self.pub_labels = publisher(Image, "~/labels", out_qos)
-        self.pub_color = publisher(Image, "~/color", out_qos)
-        self.pub_confidence = publisher(Image, "~/confidence", out_qos)
-        self.pub_info = publisher(self._info_type or String, "~/info", out_qos)
-        self.pub_camera_info = publisher(CameraInfo, "~/camera_info", out_qos)
+        self.pub_labels = publisher(Image, "~/labels")
+        self.pub_color = publisher(Image, "~/color")
+        self.pub_confidence = publisher(Image, "~/confidence")
+        self.pub_info = publisher(self._info_type or String, "~/info")
+        self.pub_camera_info = publisher(CameraInfo, "~/camera_info")
         latched = QoSProfile(
             depth=1,
             reliability=ReliabilityPolicy.RELIABLE,
@@ -319,17 +320,17 @@ class SegmentNode(LifecycleNode):
     def _subscribe(self) -> None:
         if self._inputs:
             return
-        qos = self._input_qos()
         override = QoSOverridingOptions.with_default_policies
         self.sync.clear()
         self.health.restart(time.monotonic())
         self._last_stamp.clear()
+        # a fresh profile each: rclpy applies qos_overrides.<topic>.* to the profile object in place
         self._inputs = [
             self.create_subscription(
                 Image,
                 self.topics[m],
                 lambda raw, m=m: self._on_image(m, raw),
-                qos,
+                self._input_qos(),
                 callback_group=self._input_group,
                 qos_overriding_options=override(),
                 raw=True,  # only the header is read here; pixels are decoded on the worker, if used
@@ -341,7 +342,7 @@ class SegmentNode(LifecycleNode):
                 CameraInfo,
                 self.camera_info_topic,
                 self._on_camera_info,
-                qos,
+                self._input_qos(),
                 callback_group=self._input_group,
                 qos_overriding_options=override(),
             )
@@ -578,6 +579,8 @@ class SegmentNode(LifecycleNode):
         self.pub_info.publish(make_info(self._info_type, header, fields))
 
     def _on_inference_error(self, exc: Exception) -> None:
+        if not self.context.ok():
+            return  # shutting down (Ctrl-C): the publishers went away under the running set
         reason = f"{type(exc).__name__}: {exc}"
         self.health.failure(reason, time.monotonic())
         text = self._throttle.format(("*", "inference"), f"inference failed, set skipped: {reason}")

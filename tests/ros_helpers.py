@@ -121,8 +121,15 @@ class OutputCollector(Node):
 
     KINDS = ("labels", "color", "confidence", "info")
 
-    def __init__(self, context: Context, node_ns: str = f"/{NODE_NAME}", info_type: type | None = None) -> None:
+    def __init__(
+        self,
+        context: Context,
+        node_ns: str = f"/{NODE_NAME}",
+        info_type: type | None = None,
+        kinds: tuple[str, ...] = KINDS,
+    ) -> None:
         super().__init__("memsam_test_collector", context=context)
+        self.kinds = kinds
         if info_type is None:
             from memsam_msgs.msg import SegmentationInfo as info_type
         self.lock = threading.Lock()
@@ -134,7 +141,7 @@ class OutputCollector(Node):
         types = {"labels": Image, "color": Image, "confidence": Image, "info": info_type}
         self.subs = [
             self.create_subscription(types[k], f"{node_ns}/{k}", lambda msg, k=k: self._on_output(k, msg), RELIABLE)
-            for k in self.KINDS
+            for k in kinds
         ]
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
         self.subscribe_class_names()
@@ -171,7 +178,7 @@ class OutputCollector(Node):
     def complete(self, key: int) -> dict[str, Any] | None:
         with self.lock:
             entry = self.outputs.get(key)
-            return dict(entry) if entry and all(k in entry for k in self.KINDS) else None
+            return dict(entry) if entry and all(k in entry for k in self.kinds) else None
 
     def latest_status(self, name_suffix: str) -> Any:
         """Most recent DiagnosticStatus whose name ends with ``name_suffix``."""
@@ -199,7 +206,12 @@ def status_values(status: Any) -> dict[str, str]:
 class NodeHarness:
     """SegmentNode + publisher + collector spinning in one background MultiThreadedExecutor."""
 
-    def __init__(self, params: Mapping[str, Any] | None = None, info_type: type | None = None) -> None:
+    def __init__(
+        self,
+        params: Mapping[str, Any] | None = None,
+        info_type: type | None = None,
+        kinds: tuple[str, ...] = OutputCollector.KINDS,
+    ) -> None:
         self.domain_id = random.SystemRandom().randint(101, 200)
         self.context = Context()
         rclpy.init(context=self.context, domain_id=self.domain_id)
@@ -208,7 +220,7 @@ class NodeHarness:
         self.node = SegmentNode(context=self.context, parameter_overrides=overrides, warning_sink=self.warnings.append)
         self.node.start()  # configure + activate, as ros.autostart does in the process
         self.publisher = FramePublisher(self.context, self.node.topics, lambda m: self.node.health.topics[m].received)
-        self.collector = OutputCollector(self.context, info_type=info_type)
+        self.collector = OutputCollector(self.context, info_type=info_type, kinds=kinds)
         self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
         for n in (self.node, self.publisher, self.collector):
             self.executor.add_node(n)
@@ -219,7 +231,7 @@ class NodeHarness:
 
     def _connected(self) -> bool:
         pubs_ok = all(p.get_subscription_count() > 0 for p in self.publisher.pubs.values())
-        outs = (self.node.pub_labels, self.node.pub_color, self.node.pub_confidence, self.node.pub_info)
+        outs = [getattr(self.node, f"pub_{kind}") for kind in self.collector.kinds]
         return pubs_ok and all(p.get_subscription_count() > 0 for p in outs)
 
     def send(self, stamp_s: float, frames: Mapping[str, np.ndarray], **kwargs: Any) -> int:

@@ -9,8 +9,9 @@ as offline evaluation.
 the bag with :class:`~memsam_ros.tools.player.BagPlayer` in lock-step with the node's output and RELIABLE
 QoS, so the node's keep-newest worker never drops a set and every set the synchroniser forms is
 segmented, exactly as offline; each RGB message is held back by ``sync.slop_s`` of bag time so its
-set's other frames are queued first and CPU starvation cannot turn a complete set into one that
-``max_wait_s`` emits without them. Offline and live are then compared on the stamps scored by both.
+set's other frames are queued first (messages on different topics may arrive in any order, and a CPU
+starved by inference may not take them within ``max_wait_s``). Offline and live are then compared on
+the stamps scored by both.
 """
 
 from __future__ import annotations
