@@ -1,15 +1,18 @@
-"""Read ``std_msgs/Header`` and ``sensor_msgs/Image`` straight from serialized CDR (XCDR1, as rmw sends it).
+"""``std_msgs/Header`` and ``sensor_msgs/Image`` straight from and to serialized CDR (XCDR1, as rmw sends it).
 
 The node subscribes to its image topics raw: the callback on the executor thread reads only the header
 (a few bytes) so the synchroniser can place the message, and the pixels are decoded later, on the
 inference thread, and only for messages that go into a set. :class:`ImageView` has the attributes of an
-Image message, so :mod:`memsam_ros.codec` decodes it like one, straight from the received buffer.
+Image message, so :mod:`memsam_ros.codec` decodes it like one, straight from the received buffer. The
+outputs go the other way: :func:`write_image` serializes an array with one copy (rclpy would make three:
+into the message's ``array``, into the C struct, into CDR).
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from memsam_ros.stamps import NS_PER_S
 
@@ -99,3 +102,36 @@ def read_image(raw: bytes | memoryview) -> ImageView:
     step = reader.u32()
     data = reader.octets()
     return ImageView(stamp_ns, frame_id, height, width, encoding, is_bigendian, step, data)
+
+
+def _string(text: str, offset: int) -> tuple[bytes, int]:
+    """A CDR string at body ``offset`` (4-aligned): length with its NUL, the bytes; returns (bytes, new offset)."""
+    raw = text.encode("utf-8") + b"\x00"
+    return struct.pack("<I", len(raw)) + raw, offset + 4 + len(raw)
+
+
+def _pad(offset: int, size: int) -> bytes:
+    return b"\x00" * ((-offset) % size)
+
+
+def write_image(
+    stamp_ns: int, frame_id: str, height: int, width: int, encoding: str, step: int, data: Any
+) -> bytes:
+    """A serialized little-endian ``sensor_msgs/Image`` with ``data`` (any buffer) copied once, for
+    ``publisher.publish(bytes)``: cheaper than building the message object and having rclpy convert it."""
+    sec, nanosec = divmod(stamp_ns, NS_PER_S)
+    parts = [b"\x00\x01\x00\x00", struct.pack("<iI", sec, nanosec)]
+    offset = 8
+    frame, offset = _string(frame_id, offset)
+    parts += [frame, _pad(offset, 4)]
+    offset += (-offset) % 4
+    parts.append(struct.pack("<II", height, width))
+    offset += 8
+    enc, offset = _string(encoding, offset)
+    parts += [enc, b"\x00"]  # is_bigendian = 0
+    offset += 1
+    parts.append(_pad(offset, 4))
+    offset += (-offset) % 4
+    view = memoryview(data).cast("B")
+    parts += [struct.pack("<II", step, view.nbytes), view]
+    return b"".join(parts)

@@ -105,8 +105,13 @@ def check_modality(msg: Any, modality: str) -> None:
     check_layout(msg)
 
 
-def image_to_array(msg: Any) -> np.ndarray:
-    """Decode to a new native-endian array: uint8 HxWx3 RGB for colour, HxW for single channel."""
+def image_to_array(msg: Any, copy: bool = True) -> np.ndarray:
+    """Decode to a native-endian array: uint8 HxWx3 RGB for colour, HxW for single channel.
+
+    ``copy=False`` returns a view of ``msg.data`` when the wire layout already is that array (packed rows,
+    native byte order, rgb8/mono8/32FC1/16UC1...): no copy of a large image, but the view shares (and, for
+    an immutable buffer, is as read-only as) the message's data.
+    """
     check_layout(msg)
     encoding = str(msg.encoding)
     dtype, channels = _LAYOUTS[encoding]
@@ -122,7 +127,7 @@ def image_to_array(msg: Any) -> np.ndarray:
         view = view[..., 2::-1]
     elif encoding == "rgba8":
         view = view[..., :3]
-    out = view.astype(dtype, order="C")
+    out = view.astype(dtype, order="C", copy=copy)
     return out[..., 0] if channels == 1 else out
 
 
@@ -137,11 +142,12 @@ def depth_to_metres(arr: np.ndarray, encoding: str) -> np.ndarray:
     raise ImageDecodeError(f"encoding {encoding!r} is not a depth encoding ({', '.join(sorted(_DEPTH_ENCODINGS))})")
 
 
-def decode_modality(msg: Any, modality: str) -> np.ndarray:
-    """The model's raw input for ``modality``: rgb/event uint8 images, depth/lidar float32 metres."""
+def decode_modality(msg: Any, modality: str, copy: bool = True) -> np.ndarray:
+    """The model's raw input for ``modality``: rgb/event uint8 images, depth/lidar float32 metres
+    (``copy=False``: a view of the message's data where no conversion is needed, see :func:`image_to_array`)."""
     check_modality(msg, modality)
     encoding = str(msg.encoding)
-    arr = image_to_array(msg)
+    arr = image_to_array(msg, copy=copy)
     if encoding in _DEPTH_ENCODINGS:
         return depth_to_metres(arr, encoding)
     if modality == "rgb" and arr.ndim == 2:
@@ -149,8 +155,8 @@ def decode_modality(msg: Any, modality: str) -> np.ndarray:
     return arr
 
 
-def array_to_image(arr: np.ndarray, encoding: str, header: Any = None) -> Any:
-    """Build an rclpy ``sensor_msgs.msg.Image`` (little-endian, packed rows) from a numpy array."""
+def _packed(arr: np.ndarray, encoding: str) -> np.ndarray:
+    """``arr`` checked against ``encoding`` and laid out as the wire wants it (C order, little-endian)."""
     if encoding not in _ENCODABLE:
         raise ImageDecodeError(f"cannot encode {encoding!r} (supported: {', '.join(_ENCODABLE)})")
     dtype, ndim = _ENCODABLE[encoding]
@@ -158,9 +164,22 @@ def array_to_image(arr: np.ndarray, encoding: str, header: Any = None) -> Any:
         raise ImageDecodeError(f"{encoding} needs a {dtype} array of {ndim} dims, got {arr.dtype} {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ImageDecodeError(f"zero-size image {arr.shape[1]}x{arr.shape[0]}")
+    return np.ascontiguousarray(arr, dtype=dtype.newbyteorder("<"))
+
+
+def array_to_cdr(arr: np.ndarray, encoding: str, stamp_ns: int, frame_id: str) -> bytes:
+    """The serialized ``sensor_msgs/Image`` of ``arr`` for ``publisher.publish(bytes)`` (one copy)."""
+    from memsam_ros.cdr import write_image
+
+    packed = _packed(arr, encoding)
+    return write_image(stamp_ns, frame_id, packed.shape[0], packed.shape[1], encoding, packed.strides[0], packed)
+
+
+def array_to_image(arr: np.ndarray, encoding: str, header: Any = None) -> Any:
+    """Build an rclpy ``sensor_msgs.msg.Image`` (little-endian, packed rows) from a numpy array."""
+    packed = _packed(arr, encoding)
     from sensor_msgs.msg import Image  # lazy: keeps this module usable without rclpy
 
-    packed = np.ascontiguousarray(arr, dtype=dtype.newbyteorder("<"))
     data = array.array("B")
     data.frombytes(packed.reshape(-1).view(np.uint8))  # one memcpy; the setter's fast path takes array('B')
     msg = Image()

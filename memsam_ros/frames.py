@@ -35,15 +35,15 @@ class Received:
         if self._array is None:
             if self._error is not None:
                 raise ImageDecodeError(self._error)
-            try:
-                self._array = decode_modality(self.image, self.modality)
+            try:  # a view of the received buffer where the layout allows: the set is only read from
+                self._array = decode_modality(self.image, self.modality, copy=False)
             except ImageDecodeError as err:
                 self._error = str(err)
                 raise
             except Exception as err:  # whatever a malformed message does, the caller keeps going
                 self._error = f"{type(err).__name__}: {err}"
                 raise ImageDecodeError(self._error) from err
-            self.image = None  # the decoded copy replaces the buffer
+            self.image = None  # the array (or view, which keeps the buffer alive) replaces the message
         return self._array
 
     @property

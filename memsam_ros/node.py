@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -46,7 +47,7 @@ from memsam_core.config import ConfigError
 from memsam_core.engine import Segmenter
 from memsam_core.model import CheckpointError
 from memsam_ros.cdr import CdrError
-from memsam_ros.codec import ImageDecodeError, array_to_image, check_modality
+from memsam_ros.codec import ImageDecodeError, array_to_cdr, check_modality
 from memsam_ros.diagnostics import PipelineHealth, diagnostic_array
 from memsam_ros.frames import Received, decode_set, received_from_cdr
 from memsam_ros.info import BUILD_MSGS_HINT, info_message_type, make_info
@@ -115,6 +116,8 @@ class SegmentNode(LifecycleNode):
     ) -> None:
         super().__init__(node_name, context=context, namespace=namespace, parameter_overrides=parameter_overrides)
         self._log_handler = _ForwardToRosLogger(self)
+        # the inference thread hands torch read-only views of the received buffers, which it only reads
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
         for name in ("memsam_core", "memsam_ros"):
             logging.getLogger(name).addHandler(self._log_handler)
         self._worker: LatestWorker[SyncedSet] | None = None
@@ -456,26 +459,28 @@ class SegmentNode(LifecycleNode):
         if self.reference not in frames:
             return  # no set without its reference image (warned above)
         reference = items[self.reference]
+        header = Header(stamp=to_time(reference.stamp_ns), frame_id=reference.frame_id)
+        want_confidence = self.pub_confidence.get_subscription_count() > 0
+        result = segmenter.segment_batch([frames], confidence=want_confidence)[0]
+        # labels first: they are what downstream planners wait for; the rest only for those who listen
+        stamp, frame_id = reference.stamp_ns, reference.frame_id
+        self.pub_labels.publish(array_to_cdr(result.labels, "mono8", stamp, frame_id))
+        latency_ms = (time.monotonic() - reference.arrival) * 1000.0
+        self._publish_camera_info(header, result.labels.shape)
+        skews = [synced.stamps[m] - synced.stamp_s for m in result.modalities]
+        self._publish_info(header, result.modalities, result.missing, skews, result.inference_ms, latency_ms)
+        if want_confidence:
+            self.pub_confidence.publish(array_to_cdr(result.confidence, "32FC1", stamp, frame_id))
+        if self.pub_color.get_subscription_count() > 0:
+            color = self._overlay(result.labels, frames.get("rgb"))
+            self.pub_color.publish(array_to_cdr(color, "rgb8", stamp, frame_id))
+        self.health.output(time.monotonic(), latency_ms, result.inference_ms)
+        # input checks only warn: after the outputs, off the latency path
         for modality in ("depth", "lidar"):
             if modality in frames:
                 self._check_depth(modality, frames[modality])
         self._check_resolutions(frames)
         self._check_frames(items)
-        header = Header(stamp=to_time(reference.stamp_ns), frame_id=reference.frame_id)
-        want_confidence = self.pub_confidence.get_subscription_count() > 0
-        result = segmenter.segment_batch([frames], confidence=want_confidence)[0]
-        # labels first: they are what downstream planners wait for; the rest only for those who listen
-        self.pub_labels.publish(array_to_image(result.labels, "mono8", header))
-        self._publish_camera_info(header, result.labels.shape)
-        if want_confidence:
-            self.pub_confidence.publish(array_to_image(result.confidence, "32FC1", header))
-        if self.pub_color.get_subscription_count() > 0:
-            color = self._overlay(result.labels, frames.get("rgb"))
-            self.pub_color.publish(array_to_image(color, "rgb8", header))
-        latency_ms = (time.monotonic() - reference.arrival) * 1000.0
-        skews = [synced.stamps[m] - synced.stamp_s for m in result.modalities]
-        self._publish_info(header, result.modalities, result.missing, skews, result.inference_ms, latency_ms)
-        self.health.output(time.monotonic(), latency_ms, result.inference_ms)
 
     def _check_depth(self, modality: str, metres: np.ndarray) -> None:
         """Invalid depth is legal (REP 118) and used as "no data"; warn only when it is (nearly) all invalid."""

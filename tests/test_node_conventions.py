@@ -40,9 +40,9 @@ def test_only_messages_in_a_set_are_decoded_on_the_inference_thread(lean, monkey
     decoded: list[tuple[str, str]] = []
     original = memsam_ros.frames.decode_modality
 
-    def counting(msg, modality):
+    def counting(msg, modality, **kwargs):
         decoded.append((modality, threading.current_thread().name))
-        return original(msg, modality)
+        return original(msg, modality, **kwargs)
 
     monkeypatch.setattr(memsam_ros.frames, "decode_modality", counting)
     frames = scene_frames(seed=8)
