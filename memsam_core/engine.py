@@ -125,9 +125,7 @@ class Segmenter:
         result = self.segment_batch([frames])[0]
         return result.labels, result.confidence
 
-    def segment_batch(
-        self, sets: Sequence[Mapping[str, np.ndarray]], confidence: bool = True
-    ) -> list[Segmentation]:
+    def segment_batch(self, sets: Sequence[Mapping[str, np.ndarray]], confidence: bool = True) -> list[Segmentation]:
         """Several sets; those with the same modalities present go through the network as one batch.
 
         ``inference_ms`` per set is the engine's whole time for it: preprocessing, network, postprocessing.

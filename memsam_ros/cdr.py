@@ -114,9 +114,7 @@ def _pad(offset: int, size: int) -> bytes:
     return b"\x00" * ((-offset) % size)
 
 
-def write_image(
-    stamp_ns: int, frame_id: str, height: int, width: int, encoding: str, step: int, data: Any
-) -> bytes:
+def write_image(stamp_ns: int, frame_id: str, height: int, width: int, encoding: str, step: int, data: Any) -> bytes:
     """A serialized little-endian ``sensor_msgs/Image`` with ``data`` (any buffer) copied once, for
     ``publisher.publish(bytes)``: cheaper than building the message object and having rclpy convert it."""
     sec, nanosec = divmod(stamp_ns, NS_PER_S)

@@ -7,6 +7,7 @@ and the evaluation loop decode a set's frames with :func:`decode_set`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,10 @@ import numpy as np
 from memsam_ros.cdr import read_image
 from memsam_ros.codec import ImageDecodeError, decode_modality
 from memsam_ros.stamps import stamp_ns
+
+# A set's frames are views of the received (immutable) buffers where the layout allows; the engine only
+# reads them, so torch's notice that it cannot make such a tensor writable is noise.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
 
 
 @dataclass(slots=True, eq=False)

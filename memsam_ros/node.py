@@ -23,7 +23,6 @@ import sys
 import threading
 import time
 import traceback
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -116,8 +115,6 @@ class SegmentNode(LifecycleNode):
     ) -> None:
         super().__init__(node_name, context=context, namespace=namespace, parameter_overrides=parameter_overrides)
         self._log_handler = _ForwardToRosLogger(self)
-        # the inference thread hands torch read-only views of the received buffers, which it only reads
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
         for name in ("memsam_core", "memsam_ros"):
             logging.getLogger(name).addHandler(self._log_handler)
         self._worker: LatestWorker[SyncedSet] | None = None
