@@ -142,7 +142,8 @@ class SegmentNode(LifecycleNode):
         self._last_stamp: dict[str, tuple[float, float]] = {}  # modality -> (stamp, arrival)
         self._warned_once: set[tuple[str, ...]] = set()
         self.topics = modality_topics(cfg, self.resolve_topic_name)
-        info_name = cfg.ros.camera_info_topic or camera_info_topic(cfg.ros.topic(self.reference))
+        # next to the (remapped) RGB topic, as image_transport pairs them, unless named explicitly
+        info_name = cfg.ros.camera_info_topic or camera_info_topic(self.topics[self.reference])
         self.camera_info_topic = self.resolve_topic_name(info_name)
         self.health = PipelineHealth(self.topics, self.reference, cfg.ros.silent_after_s, time.monotonic())
         self.health.hardware_id = socket.gethostname()

@@ -44,7 +44,9 @@ GT_SCENE_TOPIC = "/ground_truth/scene"
 SCENE_STATUS_NAME = "memsam/ground_truth_scene"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 SCENE_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
-FRAME_IDS: dict[str, str] = {"rgb": "camera_rgb", "depth": "camera_depth", "lidar": "lidar", "event": "camera_event"}
+FRAME_IDS: dict[str, str] = dict.fromkeys(MODALITIES, "camera_rgb")
+"""Every image is registered to the RGB camera (depth aligned, LiDAR projected, events aligned), so all carry
+its frame, as the node's ``ros.extrinsics: registered`` expects."""
 SENSOR_OFFSETS_S: dict[str, float] = {"rgb": 0.0, "depth": 0.003, "lidar": 0.008, "event": -0.004}
 """Per-sensor trigger offset from the RGB exposure; well inside the node's default 50 ms slop."""
 STAMP_JITTER_S = 0.002
