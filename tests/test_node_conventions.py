@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 import threading
 
+import numpy as np
 import pytest
 from ros_helpers import NodeHarness, image_msg, key_of, scene_frames, status_values, to_time, wait_until
 from sensor_msgs.msg import CameraInfo
@@ -80,6 +81,14 @@ def test_color_and_confidence_only_while_someone_subscribes(lean):
         viewer.destroy_node()
     finally:
         del node._overlay, node.segmenter.segment_batch
+
+
+def test_engine_skips_only_the_confidence_map(lean):
+    segmenter, frames = lean.node.segmenter, scene_frames(seed=13)
+    full = segmenter.segment_batch([frames])[0]
+    lean_result = segmenter.segment_batch([frames], confidence=False)[0]
+    assert np.array_equal(full.labels, lean_result.labels) and full.confidence is not None
+    assert lean_result.confidence is None and lean_result.modalities == full.modalities
 
 
 def test_frame_ids_that_disagree_with_registered_extrinsics_warn_once(lean):
