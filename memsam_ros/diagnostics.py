@@ -256,10 +256,6 @@ def _status(level: int, name: str, message: str, hardware_id: str, values: Mappi
 
 
 def diagnostic_array(statuses: list[DiagnosticStatus], stamp: Any) -> DiagnosticArray:
-    return DiagnosticArray(header=_header(stamp), status=statuses)
-
-
-def _header(stamp: Any) -> Any:
     from std_msgs.msg import Header
 
-    return Header(stamp=stamp)
+    return DiagnosticArray(header=Header(stamp=stamp), status=statuses)

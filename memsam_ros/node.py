@@ -177,7 +177,7 @@ class SegmentNode(LifecycleNode):
         if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
             raise StartupError(self.configure_error or "configure failed (see the log)")
         if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-            raise StartupError("activate failed (see the log)")
+            raise StartupError(self.configure_error or "activate failed (see the log)")
 
     @property
     def lifecycle_state(self) -> str:
@@ -192,6 +192,8 @@ class SegmentNode(LifecycleNode):
             return self._configure_failed(f"inference.checkpoint: {err}")
         except RuntimeError as err:  # e.g. inference.device cuda without a GPU
             return self._configure_failed(f"{self._source}: {err}")
+        except Exception as err:  # rclpy would turn it into ERROR without a word
+            return self._configure_failed(f"cannot load the model: {type(err).__name__}: {err}")
         self.configure_error = ""
         device = self.segmenter.device
         self.health.hardware_id = f"{socket.gethostname()} {device}" + (
@@ -201,7 +203,11 @@ class SegmentNode(LifecycleNode):
             sys.setswitchinterval(interval)
         weights = cfg.inference.checkpoint or "untrained"
         self._model_name = f"MemorySAM {cfg.model.sam2_config} {cfg.model.image_size}px ({weights})"
-        self._create_publishers()
+        try:
+            self._create_publishers()
+        except Exception as err:  # e.g. a qos_overrides value rclpy cannot parse
+            self._teardown()
+            return self._configure_failed(f"cannot create the publishers: {type(err).__name__}: {err}")
         self._worker = LatestWorker(self._process, name="memsam-inference", on_error=self._on_inference_error)
         self._worker.start()
         self.get_logger().info(f"configured: {self._model_name} on {device}")
@@ -210,7 +216,7 @@ class SegmentNode(LifecycleNode):
     def _configure_failed(self, reason: str) -> TransitionCallbackReturn:
         self.configure_error = reason
         if not self._starting:
-            self.get_logger().error(f"configure failed: {reason}")
+            self.get_logger().error(f"lifecycle transition failed: {reason}")
         return TransitionCallbackReturn.FAILURE
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -219,7 +225,13 @@ class SegmentNode(LifecycleNode):
         self.pub_class_names.publish(String(data=json.dumps(self.segmenter.class_names)))
         self._active = True
         if self._enabled:
-            self._subscribe()
+            try:
+                self._subscribe()
+            except Exception as err:  # e.g. a qos_overrides value rclpy cannot parse
+                self._active = False
+                self._unsubscribe()
+                super().on_deactivate(state)
+                return self._configure_failed(f"cannot subscribe: {err}")
         self._warn_unknown_qos_overrides()
         self.get_logger().info(
             f"active: segmenting {', '.join(f'{m}={t}' for m, t in self.topics.items())} "
@@ -326,28 +338,23 @@ class SegmentNode(LifecycleNode):
         self.health.restart(time.monotonic())
         self._last_stamp.clear()
         # a fresh profile each: rclpy applies qos_overrides.<topic>.* to the profile object in place
-        self._inputs = [
-            self.create_subscription(
-                Image,
-                self.topics[m],
-                lambda raw, m=m: self._on_image(m, raw),
-                self._input_qos(),
-                callback_group=self._input_group,
-                qos_overriding_options=override(),
-                raw=True,  # only the header is read here; pixels are decoded on the worker, if used
-            )
-            for m in self.modalities
-        ]
-        self._inputs.append(
-            self.create_subscription(
-                CameraInfo,
-                self.camera_info_topic,
-                self._on_camera_info,
-                self._input_qos(),
-                callback_group=self._input_group,
-                qos_overriding_options=override(),
-            )
-        )
+        inputs = [(Image, self.topics[m], lambda raw, m=m: self._on_image(m, raw), True) for m in self.modalities]
+        inputs.append((CameraInfo, self.camera_info_topic, self._on_camera_info, False))
+        for msg_type, topic, callback, raw in inputs:  # raw: only the header is read here (see _on_image)
+            try:
+                self._inputs.append(
+                    self.create_subscription(
+                        msg_type,
+                        topic,
+                        callback,
+                        self._input_qos(),
+                        callback_group=self._input_group,
+                        qos_overriding_options=override(),
+                        raw=raw,
+                    )
+                )
+            except Exception as err:
+                raise StartupError(f"{topic}: {err} (qos_overrides.{topic}.subscription.*?)") from None
         poll_period = max(0.005, min(0.02, self.config.sync.max_wait_s / 4))
         self._poll_timer = self.create_timer(poll_period, self._on_poll, callback_group=self._input_group)
 

@@ -90,6 +90,21 @@ def test_no_import_cycle():
             raise AssertionError("import cycle: " + " -> ".join(cycle))
 
 
+def test_one_helper_per_job():
+    """No function or class is defined twice in memsam_ros (the issue found the ~/info loader, a ``_Frame``
+    class, stamp conversions and topic resolution twice); only the command-line entry points repeat."""
+    where: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef):
+                where.setdefault(node.name, []).append(module_name(path))
+    twice = {name: modules for name, modules in where.items() if len(modules) > 1}
+    assert set(twice) <= {"main", "build_parser"}, twice
+    helpers = {"stamp_ns": "memsam_ros.stamps", "modality_topics": "memsam_ros.topics",
+               "info_message_type": "memsam_ros.info", "Received": "memsam_ros.frames"}  # fmt: skip
+    assert {name: where[name] for name in helpers} == {name: [module] for name, module in helpers.items()}
+
+
 def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
     """The reader itself: an import inside a function and a relative import are both arrows."""
     source = tmp_path / "memsam_ros" / "node.py"
