@@ -174,10 +174,13 @@ class SegmentNode(LifecycleNode):
     def start(self) -> None:
         """configure + activate (``ros.autostart``); raises :class:`StartupError` when configuring fails."""
         self._starting = True  # the caller reports a failure: no second copy in the log
-        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-            raise StartupError(self.configure_error or "configure failed (see the log)")
-        if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-            raise StartupError(self.configure_error or "activate failed (see the log)")
+        try:
+            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                raise StartupError(self.configure_error or "configure failed (see the log)")
+            if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                raise StartupError(self.configure_error or "activate failed (see the log)")
+        finally:
+            self._starting = False
 
     @property
     def lifecycle_state(self) -> str:
@@ -285,7 +288,13 @@ class SegmentNode(LifecycleNode):
         """``~/enable``: false unsubscribes (nothing is received, decoded or segmented), true subscribes."""
         self._enabled = bool(request.data)
         if self._active:
-            (self._subscribe if self._enabled else self._unsubscribe)()
+            try:
+                (self._subscribe if self._enabled else self._unsubscribe)()
+            except Exception as err:  # a service callback must answer, not raise into the executor
+                self._unsubscribe()
+                response.success, response.message = False, f"cannot subscribe: {err}"
+                self.get_logger().error(f"~/enable: {response.message}")
+                return response
         state = self.lifecycle_state
         response.success = True
         response.message = ("enabled" if self._enabled else "disabled") + (
