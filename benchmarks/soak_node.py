@@ -76,6 +76,7 @@ def run_soak(
 ) -> SoakResult:
     import rclpy
     from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.parameter import Parameter
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -83,7 +84,7 @@ def run_soak(
     from std_msgs.msg import Header
 
     from memsam_ros.codec import array_to_image
-    from memsam_ros.node import SegmentNode, configure_process_for_inference
+    from memsam_ros.node import SegmentNode
 
     encodings = {"rgb": "rgb8", "depth": "32FC1", "lidar": "32FC1", "event": "rgb8"}
     context = Context()
@@ -97,7 +98,9 @@ def run_soak(
         "sync.slop_s": 0.002,
         "sync.max_wait_s": 0.1,
     }
-    node = SegmentNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    overrides = [Parameter(k, value=v) for k, v in params.items()]
+    node = SegmentNode(context=context, parameter_overrides=overrides, tune_interpreter=True)
+    node.start()  # configure + activate, as memsam-node does with ros.autostart
     source = Node("memsam_soak_publisher", context=context)
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     pubs = {m: source.create_publisher(Image, topic, qos) for m, topic in node.topics.items()}
@@ -109,7 +112,7 @@ def run_soak(
             outputs[0] += 1
 
     source.create_subscription(Image, f"/{node.get_name()}/labels", on_labels, qos)
-    executor = configure_process_for_inference(context)  # as memsam-node spins it
+    executor = SingleThreadedExecutor(context=context)  # as memsam-node spins it
     executor.add_node(node)
     executor.add_node(source)
     spin = threading.Thread(target=executor.spin, daemon=True)

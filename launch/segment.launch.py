@@ -1,17 +1,23 @@
-"""Launch the memsam segmentation node.
+"""Launch the memsam segmentation node (a lifecycle node).
 
     ros2 launch memsam_ros segment.launch.py
     ros2 launch memsam_ros segment.launch.py checkpoint:=/models/memsam.pt rgb_topic:=/camera/color/image_raw
     ros2 launch memsam_ros segment.launch.py config_file:=runs/x/config.yaml params_file:=''
+    ros2 launch memsam_ros segment.launch.py autostart:=false   # then: ros2 lifecycle set /memsam_segment configure
 
 ``params_file`` (default: the installed config/segment.yaml) sets every parameter explicitly; with a
 training ``config_file`` pass ``params_file:=''`` (or a file with only your overrides) so the
 training config's values are not overridden. An empty ``config_file``/``checkpoint`` is not passed.
+
+``autostart`` (default true) becomes the node's ``ros.autostart``: the node configures (loads the model)
+and activates itself, the same whether it is launched or run directly. With ``autostart:=false`` it waits
+unconfigured for ``ros2 lifecycle set`` (or a lifecycle manager); it is a launch_ros ``LifecycleNode``, so
+launch ``ChangeState`` events and ``OnStateTransition`` handlers work too.
 """
 
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode
 from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
@@ -28,17 +34,19 @@ def _node(context, *args, **kwargs):
     params_file = LaunchConfiguration("params_file").perform(context)
     config_file = LaunchConfiguration("config_file").perform(context)
     checkpoint = LaunchConfiguration("checkpoint").perform(context)
+    autostart = LaunchConfiguration("autostart").perform(context).strip().lower()
+    if autostart not in ("true", "false"):
+        raise ValueError(f"autostart:={autostart!r}: expected true or false")
     parameters = [params_file] if params_file else []
-    overrides = {}
+    overrides = {"ros.autostart": autostart == "true"}
     if config_file:
         overrides["config_file"] = config_file
     if checkpoint:
         overrides["inference.checkpoint"] = checkpoint
-    if overrides:
-        parameters.append(overrides)
+    parameters.append(overrides)
     remappings = [(name, LaunchConfiguration(arg)) for name, arg in INPUT_TOPICS.items()]
     return [
-        Node(
+        LifecycleNode(
             package="memsam_ros",
             executable="segment_node",
             name="memsam_segment",
@@ -61,6 +69,12 @@ def generate_launch_description() -> LaunchDescription:
             ),
             DeclareLaunchArgument("checkpoint", default_value="", description="memsam .pt (inference.checkpoint)"),
             DeclareLaunchArgument("namespace", default_value="", description="node namespace"),
+            DeclareLaunchArgument(
+                "autostart",
+                default_value="true",
+                choices=["true", "false"],
+                description="configure and activate at start-up (false: wait for lifecycle transitions)",
+            ),
             DeclareLaunchArgument("rgb_topic", default_value="rgb/image", description="RGB input (rgb8/bgr8/mono8)"),
             DeclareLaunchArgument("depth_topic", default_value="depth/image", description="depth (32FC1 m / 16UC1 mm)"),
             DeclareLaunchArgument(

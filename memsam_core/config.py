@@ -157,7 +157,14 @@ class SyncConfig(_Section):
     required: list[Modality] = Field(default_factory=lambda: ["rgb"], description="sets without these are dropped")
     slop_s: float = Field(0.05, gt=0, le=5.0, description="max |stamp - reference stamp| for a match")
     queue_size: int = Field(10, ge=1, le=1000, description="messages kept per modality")
-    max_wait_s: float = Field(0.2, ge=0, le=10.0, description="wait this long for late modalities, then emit without")
+    max_wait_s: float = Field(
+        0.2, ge=0, le=10.0, description="a topic silent this long is not waited for; no set waits longer than this"
+    )
+    single_use: list[Modality] = Field(
+        default_factory=list,
+        description="modalities whose messages serve one set each (message_filters style); the others may "
+        "serve consecutive sets (a 15 Hz LiDAR in every 30 Hz RGB set)",
+    )
 
 
 class RosConfig(_Section):
@@ -174,6 +181,22 @@ class RosConfig(_Section):
     warn_throttle_s: float = Field(5.0, ge=0, le=600.0, description="min seconds between repeated warnings")
     silent_after_s: float = Field(
         3.0, gt=0, le=3600.0, description="an input topic with no message for this long is reported missing"
+    )
+    camera_info_topic: str = Field(
+        "", description="CameraInfo of the reference camera; empty = 'camera_info' next to the reference image topic"
+    )
+    extrinsics: Literal["registered", "unchecked"] = Field(
+        "registered",
+        description="registered: every modality is an image in the reference camera (depth registered, LiDAR "
+        "projected), so its frame_id must equal the reference's (warned once otherwise); unchecked: no check",
+    )
+    autostart: bool = Field(True, description="configure and activate the lifecycle node at start-up")
+    gil_switch_interval_ms: float = Field(
+        0.0,
+        ge=0.0,
+        le=100.0,
+        description="Python GIL switch interval; 0 = auto: 0.5 ms when inference runs on the CPU, Python's "
+        "default (5 ms) on CUDA",
     )
 
     def topic(self, modality: str) -> str:
@@ -289,6 +312,8 @@ class MemSamConfig(_Section):
         unknown = [m for m in self.sync.required if m not in self.model.modalities]
         if unknown:
             raise ValueError(f"sync.required {unknown} not in model.modalities {self.model.modalities}")
+        if self.sync.reference in self.sync.single_use:
+            raise ValueError(f"sync.single_use: the reference {self.sync.reference!r} always serves one set")
         return self
 
     # ------------------------------------------------------------------ I/O

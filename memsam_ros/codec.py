@@ -61,8 +61,19 @@ def as_bytes(data: Any) -> np.ndarray:
         raise ImageDecodeError(f"data is not a sequence of bytes: {exc}") from exc
 
 
-def image_to_array(msg: Any) -> np.ndarray:
-    """Decode to a new native-endian array: uint8 HxWx3 RGB for colour, HxW for single channel."""
+def _data_length(data: Any) -> int:
+    if isinstance(data, memoryview):
+        return data.nbytes
+    if isinstance(data, np.ndarray):
+        if data.dtype != np.uint8:
+            raise ImageDecodeError(f"data must hold uint8, got dtype {data.dtype}")
+        return data.size
+    return len(data)
+
+
+def check_layout(msg: Any) -> None:
+    """Encoding known and ``width``/``height``/``step`` consistent with the data, without touching a pixel
+    (the node checks every message on arrival; only those that go into a set are decoded)."""
     encoding = str(msg.encoding)
     if encoding not in _LAYOUTS:
         raise ImageDecodeError(f"unsupported encoding {encoding!r} (supported: {', '.join(_LAYOUTS)})")
@@ -73,8 +84,41 @@ def image_to_array(msg: Any) -> np.ndarray:
     pixel_bytes = dtype.itemsize * channels
     if step < width * pixel_bytes:
         raise ImageDecodeError(f"step {step} < width*bytes_per_pixel {width}*{pixel_bytes} for {encoding}")
+    try:
+        length = _data_length(msg.data)
+    except TypeError as exc:
+        raise ImageDecodeError(f"data is not a sequence of bytes: {exc}") from exc
+    if length != step * height:
+        raise ImageDecodeError(f"data length {length} != step*height {step}*{height}")
+
+
+def check_modality(msg: Any, modality: str) -> None:
+    """:func:`check_layout` plus: the encoding is one the modality accepts."""
+    if modality not in _MODALITY_ENCODINGS:
+        raise ValueError(f"unknown modality {modality!r} (known: {', '.join(_MODALITY_ENCODINGS)})")
+    encoding = str(msg.encoding)
+    allowed = _MODALITY_ENCODINGS[modality]
+    if encoding not in allowed:
+        known = "" if encoding in _LAYOUTS else "unsupported encoding; "
+        options = ", ".join(sorted(allowed))
+        raise ImageDecodeError(f"{known}encoding {encoding!r} not allowed for modality {modality!r} ({options})")
+    check_layout(msg)
+
+
+def image_to_array(msg: Any, copy: bool = True) -> np.ndarray:
+    """Decode to a native-endian array: uint8 HxWx3 RGB for colour, HxW for single channel.
+
+    ``copy=False`` returns a view of ``msg.data`` when the wire layout already is that array (packed rows,
+    native byte order, rgb8/mono8/32FC1/16UC1...): no copy of a large image, but the view shares (and, for
+    an immutable buffer, is as read-only as) the message's data.
+    """
+    check_layout(msg)
+    encoding = str(msg.encoding)
+    dtype, channels = _LAYOUTS[encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    pixel_bytes = dtype.itemsize * channels
     buf = as_bytes(msg.data)
-    if buf.size != step * height:
+    if buf.size != step * height:  # a container whose len() is not its byte size
         raise ImageDecodeError(f"data length {buf.size} != step*height {step}*{height}")
     wire = dtype.newbyteorder(">" if msg.is_bigendian else "<")
     # Strided view skips the row padding; astype copies into a packed native-endian array.
@@ -83,7 +127,7 @@ def image_to_array(msg: Any) -> np.ndarray:
         view = view[..., 2::-1]
     elif encoding == "rgba8":
         view = view[..., :3]
-    out = view.astype(dtype, order="C")
+    out = view.astype(dtype, order="C", copy=copy)
     return out[..., 0] if channels == 1 else out
 
 
@@ -98,17 +142,12 @@ def depth_to_metres(arr: np.ndarray, encoding: str) -> np.ndarray:
     raise ImageDecodeError(f"encoding {encoding!r} is not a depth encoding ({', '.join(sorted(_DEPTH_ENCODINGS))})")
 
 
-def decode_modality(msg: Any, modality: str) -> np.ndarray:
-    """The model's raw input for ``modality``: rgb/event uint8 images, depth/lidar float32 metres."""
-    if modality not in _MODALITY_ENCODINGS:
-        raise ValueError(f"unknown modality {modality!r} (known: {', '.join(_MODALITY_ENCODINGS)})")
+def decode_modality(msg: Any, modality: str, copy: bool = True) -> np.ndarray:
+    """The model's raw input for ``modality``: rgb/event uint8 images, depth/lidar float32 metres
+    (``copy=False``: a view of the message's data where no conversion is needed, see :func:`image_to_array`)."""
+    check_modality(msg, modality)
     encoding = str(msg.encoding)
-    allowed = _MODALITY_ENCODINGS[modality]
-    if encoding not in allowed:
-        known = "" if encoding in _LAYOUTS else "unsupported encoding; "
-        options = ", ".join(sorted(allowed))
-        raise ImageDecodeError(f"{known}encoding {encoding!r} not allowed for modality {modality!r} ({options})")
-    arr = image_to_array(msg)
+    arr = image_to_array(msg, copy=copy)
     if encoding in _DEPTH_ENCODINGS:
         return depth_to_metres(arr, encoding)
     if modality == "rgb" and arr.ndim == 2:
@@ -116,8 +155,8 @@ def decode_modality(msg: Any, modality: str) -> np.ndarray:
     return arr
 
 
-def array_to_image(arr: np.ndarray, encoding: str, header: Any = None) -> Any:
-    """Build an rclpy ``sensor_msgs.msg.Image`` (little-endian, packed rows) from a numpy array."""
+def _packed(arr: np.ndarray, encoding: str) -> np.ndarray:
+    """``arr`` checked against ``encoding`` and laid out as the wire wants it (C order, little-endian)."""
     if encoding not in _ENCODABLE:
         raise ImageDecodeError(f"cannot encode {encoding!r} (supported: {', '.join(_ENCODABLE)})")
     dtype, ndim = _ENCODABLE[encoding]
@@ -125,9 +164,22 @@ def array_to_image(arr: np.ndarray, encoding: str, header: Any = None) -> Any:
         raise ImageDecodeError(f"{encoding} needs a {dtype} array of {ndim} dims, got {arr.dtype} {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ImageDecodeError(f"zero-size image {arr.shape[1]}x{arr.shape[0]}")
+    return np.ascontiguousarray(arr, dtype=dtype.newbyteorder("<"))
+
+
+def array_to_cdr(arr: np.ndarray, encoding: str, stamp_ns: int, frame_id: str) -> bytes:
+    """The serialized ``sensor_msgs/Image`` of ``arr`` for ``publisher.publish(bytes)`` (one copy)."""
+    from memsam_ros.cdr import write_image
+
+    packed = _packed(arr, encoding)
+    return write_image(stamp_ns, frame_id, packed.shape[0], packed.shape[1], encoding, packed.strides[0], packed)
+
+
+def array_to_image(arr: np.ndarray, encoding: str, header: Any = None) -> Any:
+    """Build an rclpy ``sensor_msgs.msg.Image`` (little-endian, packed rows) from a numpy array."""
+    packed = _packed(arr, encoding)
     from sensor_msgs.msg import Image  # lazy: keeps this module usable without rclpy
 
-    packed = np.ascontiguousarray(arr, dtype=dtype.newbyteorder("<"))
     data = array.array("B")
     data.frombytes(packed.reshape(-1).view(np.uint8))  # one memcpy; the setter's fast path takes array('B')
     msg = Image()

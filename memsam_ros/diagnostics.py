@@ -4,11 +4,14 @@
 and turned into ``diagnostic_msgs/DiagnosticStatus`` entries: one for the pipeline (rate, latency,
 set accounting, sync resets) and one per input topic (rate, decode errors with the last reason,
 silence). Levels: ERROR when the reference topic is silent or inference keeps failing, WARN for a
-silent optional topic or a fault within the last ``recent_s``.
+silent optional topic or a fault within the last ``recent_s``. Rates come from per-bucket counts
+(:class:`RateMeter`), so they are right at any frequency with bounded memory. ``hardware_id`` names the
+inference device for the pipeline and the sensor (the messages' ``frame_id``) for each topic.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 from collections.abc import Mapping
@@ -21,6 +24,42 @@ from memsam_ros.worker import SetCounts
 
 OK, WARN, ERROR = 0, 1, 2  # DiagnosticStatus.OK/WARN/ERROR as ints (the message field is a byte)
 RATE_WINDOW_S = 10.0
+RATE_BUCKETS = 50  # per window: the rate is exact to one bucket (0.2 s) at any message frequency
+OUTPUT_SAMPLES = 512  # recent outputs kept for the latency statistics
+
+
+class RateMeter:
+    """Events per second over a sliding window, from counts per time bucket (not thread-safe)."""
+
+    def __init__(self, window_s: float = RATE_WINDOW_S, buckets: int = RATE_BUCKETS) -> None:
+        self.buckets = buckets
+        self.width_s = window_s / buckets
+        self._counts: deque[list[int]] = deque()  # [bucket index, count], oldest first
+
+    def add(self, now: float, count: int = 1) -> None:
+        index = math.floor(now / self.width_s)
+        if self._counts and self._counts[-1][0] == index:
+            self._counts[-1][1] += count
+        else:
+            self._counts.append([index, count])
+        self._trim(index)
+
+    def rate(self, now: float, since: float | None = None) -> float:
+        """Events per second over the kept buckets (the last ``buckets - 1`` whole ones and the current
+        part), or since ``since`` (when counting started) if that is later."""
+        index = math.floor(now / self.width_s)
+        self._trim(index)
+        start = (index - self.buckets + 1) * self.width_s
+        if since is not None:
+            start = max(start, since)
+        return sum(c for _, c in self._counts) / max(now - start, 1e-3)
+
+    def _trim(self, index: int) -> None:
+        while self._counts and self._counts[0][0] <= index - self.buckets:
+            self._counts.popleft()
+
+    def clear(self) -> None:
+        self._counts.clear()
 
 
 @dataclass
@@ -37,7 +76,8 @@ class TopicHealth:
     last_fault_at: float | None = None
     last_arrival: float | None = None
     silent_reported: bool = False
-    arrivals: deque = field(default_factory=lambda: deque(maxlen=512))
+    frame_id: str = ""  # of the last message: names the sensor (hardware_id)
+    arrivals: RateMeter = field(default_factory=RateMeter)
 
 
 class PipelineHealth:
@@ -51,19 +91,34 @@ class PipelineHealth:
         self.silent_after_s = silent_after_s
         self.recent_s = recent_s
         self.started_at = started_at
+        self.hardware_id = ""
         self._lock = threading.Lock()
-        self._outputs: deque[tuple[float, float, float]] = deque(maxlen=2048)  # (time, latency_ms, inference_ms)
+        self._outputs: deque[tuple[float, float, float]] = deque(maxlen=OUTPUT_SAMPLES)  # time, latency, inference
+        self._output_rate = RateMeter()
         self.last_failure: str = ""
         self.last_failure_at: float | None = None
         self.last_reset_at: float | None = None
 
     # ------------------------------------------------------------------ recording
-    def message(self, modality: str, now: float) -> None:
+    def restart(self, now: float) -> None:
+        """Start counting silence and rates afresh (the node was activated or enabled again)."""
+        with self._lock:
+            self.started_at = now
+            for topic in self.topics.values():
+                topic.last_arrival = None
+                topic.silent_reported = False
+                topic.arrivals.clear()
+            self._outputs.clear()
+            self._output_rate.clear()
+
+    def message(self, modality: str, now: float, frame_id: str = "") -> None:
         with self._lock:
             topic = self.topics[modality]
             topic.received += 1
             topic.last_arrival = now
-            topic.arrivals.append(now)
+            topic.arrivals.add(now)
+            if frame_id:
+                topic.frame_id = frame_id
 
     def decoded(self, modality: str) -> None:
         with self._lock:
@@ -82,6 +137,7 @@ class PipelineHealth:
     def output(self, now: float, latency_ms: float, inference_ms: float) -> None:
         with self._lock:
             self._outputs.append((now, latency_ms, inference_ms))
+            self._output_rate.add(now)
 
     def failure(self, reason: str, now: float) -> None:
         with self._lock:
@@ -113,21 +169,24 @@ class PipelineHealth:
     def _recent(self, at: float | None, now: float) -> bool:
         return at is not None and now - at <= self.recent_s
 
-    def statuses(
-        self, now: float, counts: SetCounts, sync_stats: Any, node_name: str, hardware_id: str = ""
-    ) -> list[DiagnosticStatus]:
+    def statuses(self, now: float, counts: SetCounts, sync_stats: Any, node_name: str) -> list[DiagnosticStatus]:
         """One pipeline status plus one per topic."""
         silent = self.silence(now)
         with self._lock:
             window = min(RATE_WINDOW_S, max(now - self.started_at, 1e-3))
             recent = [o for o in self._outputs if now - o[0] <= window]
-            statuses = [self._pipeline_status(now, counts, sync_stats, silent, recent, window, node_name, hardware_id)]
+            rate = self._output_rate.rate(now, self.started_at)
+            statuses = [self._pipeline_status(now, counts, sync_stats, silent, recent, rate, node_name)]
             for m, topic in self.topics.items():
-                statuses.append(self._topic_status(now, topic, silent.get(m), window, node_name, hardware_id))
+                statuses.append(self._topic_status(now, topic, silent.get(m), node_name))
         return statuses
 
-    def _pipeline_status(self, now, counts, sync_stats, silent, recent, window, node_name, hardware_id):
-        rate = len(recent) / window
+    def idle_status(self, node_name: str, state: str) -> DiagnosticStatus:
+        """The pipeline while the node is not segmenting (lifecycle state or disabled): nothing to check."""
+        with self._lock:
+            return _status(OK, f"{node_name}: pipeline", state, self.hardware_id, {"state": state})
+
+    def _pipeline_status(self, now, counts, sync_stats, silent, recent, rate, node_name):
         latencies = [o[1] for o in recent]
         inference = [o[2] for o in recent]
         problems: list[tuple[int, str]] = []
@@ -162,10 +221,10 @@ class PipelineHealth:
             "missing_sensors": ",".join(sorted(silent)),
             "last_failure": self.last_failure,
         }
-        return _status(level, f"{node_name}: pipeline", message, hardware_id, values)
+        return _status(level, f"{node_name}: pipeline", message, self.hardware_id, values)
 
-    def _topic_status(self, now, topic: TopicHealth, silent_for, window, node_name, hardware_id):
-        rate = sum(1 for t in topic.arrivals if now - t <= window) / window
+    def _topic_status(self, now, topic: TopicHealth, silent_for, node_name):
+        rate = topic.arrivals.rate(now, self.started_at)
         level, message = OK, f"OK, {rate:.2f} Hz"
         if self._recent(topic.last_fault_at, now):
             level, message = WARN, topic.last_reason
@@ -181,8 +240,9 @@ class PipelineHealth:
             "faults": str(topic.faults),
             "last_reason": topic.last_reason,
             "silent_s": f"{silent_for:.1f}" if silent_for is not None else "0",
+            "frame_id": topic.frame_id,
         }
-        return _status(level, f"{node_name}: input {topic.modality}", message, hardware_id, values)
+        return _status(level, f"{node_name}: input {topic.modality}", message, topic.frame_id or topic.topic, values)
 
 
 def _status(level: int, name: str, message: str, hardware_id: str, values: Mapping[str, str]) -> DiagnosticStatus:
@@ -196,10 +256,6 @@ def _status(level: int, name: str, message: str, hardware_id: str, values: Mappi
 
 
 def diagnostic_array(statuses: list[DiagnosticStatus], stamp: Any) -> DiagnosticArray:
-    return DiagnosticArray(header=_header(stamp), status=statuses)
-
-
-def _header(stamp: Any) -> Any:
     from std_msgs.msg import Header
 
-    return Header(stamp=stamp)
+    return DiagnosticArray(header=Header(stamp=stamp), status=statuses)

@@ -1,31 +1,47 @@
-"""Approximate-time synchroniser of the modality streams, pivoting on the reference (RGB) stream.
+"""Synchroniser of the modality streams around the reference (RGB), adding no waiting of its own.
 
-message_filters is not on PyPI, and its Python ApproximateTimeSynchronizer emits nothing while one
-input is silent and can emit an older set after a newer one. This one is ROS-free (stamps are float
-seconds, the clock is passed in) and:
+message_filters is not on PyPI, and its Python ApproximateTimeSynchronizer emits nothing while one input
+is silent and can emit an older set after a newer one. This one is ROS-free (stamps are float seconds, the
+caller passes its clock) and picks what an oracle that saw the whole recording would pick:
 
-* matches each reference message with the closest unused message of every other modality within
-  ``slop_s`` (greedily, oldest reference first);
-* emits a set as soon as every modality is matched, or once ``max_wait_s`` of caller time has passed
-  since the reference arrived, listing the unmatched modalities in ``missing``; a set lacking a
-  ``required`` modality is dropped instead (``dropped_incomplete``);
-* emits in strictly increasing reference stamp order: an older reference waits for (at most
-  ``max_wait_s``) or is finalised before a newer one;
-* resets all queues when the reference stamp jumps back by more than ``reset_backjump_s`` (bag loop).
+* **Matching.** Each reference message gets, per other modality, the message nearest in stamp within
+  ``slop_s`` (ties: the earlier stamp). By default a message may serve several sets: a 15 Hz LiDAR is in
+  every 30 Hz RGB set within slop, which is what a perception node wants (the freshest data of every
+  sensor in every output). Modalities in ``single_use`` give each message to one set only (the
+  message_filters behaviour): a message serves the reference nearest to it, and each reference takes
+  the nearest of the messages that chose it.
+* **No waiting of its own.** A set goes out as soon as, for every other modality, its choice is certain
+  or the modality is silent. Certain: a message stamped at or after the reference has arrived (messages
+  of one topic arrive in stamp order, so no later one can be nearer); for a single-use choice stamped
+  after the reference, also the next reference (it decides which reference the message is nearest to).
+  Silent: the topic's next message is ``max_wait_s`` overdue, both on the caller's clock (nothing arrived
+  for its usual period, the median of its recent stamp intervals, plus ``max_wait_s``) and in stamps (the
+  newest reference is that much newer than its newest message). So dropped messages of a slow sensor do
+  not make it look dead, and neither does a pause of every stream (a bag player waiting for the node).
+  A set also goes out once ``max_wait_s`` passed since its reference arrived, or when more than
+  ``queue_size`` newer references wait behind it, whatever is still missing. Sets go out in
+  reference-stamp order; an incomplete older set never holds back a newer one longer than the rules
+  above, because any message that makes a newer choice certain makes the older one certain too.
+* Sets lacking a ``required`` modality are dropped (``dropped_incomplete``); a reference stamp jumping back
+  by more than ``reset_backjump_s`` (a bag loop) resets the queues.
 
 Accounting, per modality ``m`` (checked by the property tests)::
 
     received[m] == used[m] + evicted[m] + late[m] + discarded[m] + queued()[m]
 
-``used``: went into an emitted set; ``evicted``: pushed out of a full queue; ``late``: arrived too
-old to be emitted in order; ``discarded``: dropped unused (too old to match any future reference,
-cleared by a reset, or the reference of a dropped incomplete set).
+``used``: left the queue after serving at least one set; ``evicted``: pushed out of a full queue unused;
+``late``: arrived too old to serve any set still to come; ``discarded``: left unused (no future reference
+can match it, cleared by a reset, or the reference of a dropped incomplete set). ``served[m]`` counts the
+sets each modality went into (a reused message counts once per set).
 """
 
 from __future__ import annotations
 
 import bisect
+import statistics
 import threading
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +50,7 @@ if TYPE_CHECKING:
 
 BACKJUMP_RESET_S = 1.0
 """A reference stamp going back more than this is a bag loop / restarted source: the queues reset."""
+PERIOD_SAMPLES = 9  # recent stamp intervals whose median is a topic's usual period
 
 
 @dataclass(frozen=True)
@@ -59,32 +76,30 @@ class SyncStats:
     evicted: dict[str, int]
     late: dict[str, int]
     discarded: dict[str, int]
+    served: dict[str, int]
     emitted: int = 0
     dropped_incomplete: int = 0
     resets: int = 0
 
     @classmethod
     def empty(cls, modalities: list[str]) -> SyncStats:
-        return cls(*(_zeros(modalities) for _ in range(5)))
+        return cls(*(_zeros(modalities) for _ in range(6)))
 
     def copy(self) -> SyncStats:
-        return SyncStats(
-            dict(self.received),
-            dict(self.used),
-            dict(self.evicted),
-            dict(self.late),
-            dict(self.discarded),
-            self.emitted,
-            self.dropped_incomplete,
-            self.resets,
-        )
+        dicts = (self.received, self.used, self.evicted, self.late, self.discarded, self.served)
+        return SyncStats(*(dict(d) for d in dicts), self.emitted, self.dropped_incomplete, self.resets)
 
 
 @dataclass(slots=True)
 class _Entry:
     stamp: float
-    arrival: float  # caller clock, for max_wait_s
+    arrival: float  # caller clock
     item: Any
+    used: bool = False
+
+
+def _key(entry: _Entry) -> float:
+    return entry.stamp
 
 
 class ModalitySynchronizer:
@@ -94,32 +109,42 @@ class ModalitySynchronizer:
         self,
         modalities: list[str],
         reference: str = "rgb",
-        required: tuple[str, ...] | list[str] = ("rgb",),
+        required: Iterable[str] = ("rgb",),
         slop_s: float = 0.05,
         queue_size: int = 10,
         max_wait_s: float = 0.2,
+        single_use: Iterable[str] = (),
         reset_backjump_s: float = BACKJUMP_RESET_S,
     ) -> None:
+        required, single_use = tuple(required), tuple(single_use)
         if len(set(modalities)) != len(modalities):
             raise ValueError(f"modalities must be unique, got {modalities}")
         if reference not in modalities:
             raise ValueError(f"reference {reference!r} is not one of {modalities}")
         if not set(required) <= set(modalities):
             raise ValueError(f"required {list(required)} must be a subset of {modalities}")
+        if not set(single_use) <= set(modalities) - {reference}:
+            raise ValueError(f"single_use {list(single_use)} must be modalities other than the reference {reference!r}")
         if slop_s < 0 or max_wait_s < 0 or reset_backjump_s <= 0 or queue_size < 1:
             raise ValueError("need slop_s >= 0, max_wait_s >= 0, reset_backjump_s > 0, queue_size >= 1")
         self.modalities = list(modalities)
         self.reference = reference
-        self.required = tuple(required)
+        self.others = [m for m in modalities if m != reference]
+        self.required = required
+        self.single_use = frozenset(single_use)
         self.slop_s = slop_s
         self.queue_size = queue_size
         self.max_wait_s = max_wait_s
         self.reset_backjump_s = reset_backjump_s
         self._lock = threading.Lock()
-        self._queues: dict[str, list[_Entry]] = {m: [] for m in modalities}  # sorted by stamp
+        self._queues: dict[str, list[_Entry]] = {m: [] for m in modalities}  # sorted by stamp; reference = pending
         self._stats = SyncStats.empty(self.modalities)
         self._last_final: float | None = None  # stamp of the last emitted or dropped reference
-        self._newest_ref: float | None = None
+        self._newest: dict[str, float | None] = dict.fromkeys(modalities)  # newest stamp received per modality
+        self._last_arrival: dict[str, float | None] = dict.fromkeys(modalities)
+        self._intervals: dict[str, deque[float]] = {m: deque(maxlen=PERIOD_SAMPLES) for m in modalities}
+        self._period: dict[str, float] = dict.fromkeys(modalities, 0.0)
+        self._started: tuple[float, float] | None = None  # (caller time, stamp) of the first message
 
     @classmethod
     def from_config(cls, config: MemSamConfig) -> ModalitySynchronizer:
@@ -131,95 +156,220 @@ class ModalitySynchronizer:
             slop_s=config.sync.slop_s,
             queue_size=config.sync.queue_size,
             max_wait_s=config.sync.max_wait_s,
+            single_use=tuple(m for m in config.sync.single_use if m in config.model.modalities),
         )
 
+    # ------------------------------------------------------------------ public API
     @property
     def stats(self) -> SyncStats:
         with self._lock:
             return self._stats.copy()
 
+    @property
+    def resets(self) -> int:
+        """Bag-loop resets so far (cheaper than copying :attr:`stats` per message)."""
+        return self._stats.resets
+
     def queued(self) -> dict[str, int]:
-        """Messages currently held per modality (pending references included)."""
+        """Messages currently held per modality (pending references and reusable messages included)."""
         with self._lock:
             return {m: len(q) for m, q in self._queues.items()}
 
+    def set_timing(self, slop_s: float | None = None, max_wait_s: float | None = None) -> None:
+        """Change ``slop_s`` / ``max_wait_s`` while running (the node's runtime parameters)."""
+        with self._lock:
+            if slop_s is not None:
+                self.slop_s = slop_s
+            if max_wait_s is not None:
+                self.max_wait_s = max_wait_s
+
     def add(self, modality: str, stamp_s: float, item: Any, now_s: float) -> list[SyncedSet]:
-        """Queue one message (``now_s``: arrival time) and return the sets that became ready."""
+        """Queue one message (``now_s``: its arrival on the caller's clock); return the sets now ready."""
         if modality not in self._queues:
             raise ValueError(f"unknown modality {modality!r} (expected one of {self.modalities})")
         with self._lock:
+            if self._started is None:
+                self._started = (now_s, stamp_s)
             self._stats.received[modality] += 1
+            self._last_arrival[modality] = now_s
             if modality == self.reference:
                 self._check_bag_loop(stamp_s)
             if self._is_late(modality, stamp_s):
                 self._stats.late[modality] += 1
             else:
+                newest = self._newest[modality]
+                if newest is not None and stamp_s > newest:
+                    self._intervals[modality].append(stamp_s - newest)
+                    self._period[modality] = statistics.median(self._intervals[modality])
+                self._newest[modality] = stamp_s if newest is None else max(newest, stamp_s)
                 self._insert(modality, _Entry(stamp_s, now_s, item))
             return self._collect(now_s)
 
     def poll(self, now_s: float) -> list[SyncedSet]:
-        """Flush the sets whose ``max_wait_s`` expired by ``now_s``."""
+        """The sets that became ready by ``now_s`` through silence or ``max_wait_s``."""
         with self._lock:
             return self._collect(now_s)
 
+    def clear(self) -> None:
+        """Forget everything queued (counted as discarded) and the timeline: the node stopped listening."""
+        with self._lock:
+            self._reset_queues()
+            self._last_arrival = dict.fromkeys(self.modalities)
+            self._started = None
+
+    # ------------------------------------------------------------------ arrival
     def _check_bag_loop(self, stamp: float) -> None:
-        if self._newest_ref is not None and stamp < self._newest_ref - self.reset_backjump_s:
-            for m, queue in self._queues.items():
-                self._stats.discarded[m] += len(queue)
-                queue.clear()
-            self._last_final = None
-            self._newest_ref = None
+        newest = self._newest[self.reference]
+        if newest is not None and stamp < newest - self.reset_backjump_s:
+            self._reset_queues()
             self._stats.resets += 1
-        self._newest_ref = stamp if self._newest_ref is None else max(self._newest_ref, stamp)
+
+    def _reset_queues(self) -> None:
+        for m, queue in self._queues.items():
+            for entry in queue:
+                self._count_gone(m, entry, evicted=False)
+            queue.clear()
+        self._last_final = None
+        self._newest = dict.fromkeys(self.modalities)
+        for intervals in self._intervals.values():
+            intervals.clear()
+        self._period = dict.fromkeys(self.modalities, 0.0)
 
     def _is_late(self, modality: str, stamp: float) -> bool:
+        """Too old for any set still to come (the reference: not newer than the last final one)."""
+        last = self._last_final
         if modality == self.reference:
             duplicate = any(e.stamp == stamp for e in self._queues[modality])
-            return duplicate or (self._last_final is not None and stamp <= self._last_final)
-        return self._last_final is not None and stamp < self._last_final - self.slop_s
+            return duplicate or (last is not None and stamp <= last)
+        if last is None:
+            return False
+        if modality in self.single_use:
+            return stamp <= last  # nearest to the last final reference or an earlier one
+        return stamp < last - self.slop_s
 
     def _insert(self, modality: str, entry: _Entry) -> None:
         queue = self._queues[modality]
-        bisect.insort(queue, entry, key=lambda e: e.stamp)
+        bisect.insort(queue, entry, key=_key)
+        if len(queue) <= self.queue_size or modality == self.reference:
+            return  # more than queue_size pending references: the oldest goes out (_collect)
+        chosen = self._drop_unneeded(modality)
         if len(queue) > self.queue_size:
-            queue.pop(0)
-            self._stats.evicted[modality] += 1
+            victim = next((i for i in range(len(queue)) if i not in chosen), 0)  # spare the waiting sets' choices
+            self._count_gone(modality, queue.pop(victim), evicted=True)
 
-    def _match(self, ref_stamp: float) -> dict[str, int]:
-        """Index of the closest message within slop for each non-reference modality that has one."""
-        found: dict[str, int] = {}
-        for m, queue in self._queues.items():
-            if m == self.reference or not queue:
+    def _drop_unneeded(self, modality: str) -> set[int]:
+        """Discard messages no pending or future reference can choose, before evicting a needed one (a fast
+        sensor fills its queue while a set waits for a slow one). A pending reference's choice can only be
+        replaced by a newer arrival, never by another queued message, so only the choices are kept up to
+        the newest pending reference, plus what a future reference may choose."""
+        queue, refs = self._queues[modality], self._queues[self.reference]
+        stamps = [self._last_final, *(r.stamp for r in refs), None]
+        chosen = {self._choice(modality, stamps[i], stamps[i - 1], stamps[i + 1]) for i in range(1, len(stamps) - 1)}
+        chosen.discard(None)
+        newest_ref = stamps[-2]
+        if newest_ref is None:
+            return set()
+        first_future = bisect.bisect_right(queue, newest_ref, key=_key)
+        if modality not in self.single_use:
+            first_future = max(first_future - 1, 0)  # the newest message up to it may suit a future reference too
+        keep = chosen | set(range(first_future, len(queue)))
+        gone = [i for i in range(len(queue)) if i not in keep]
+        for index in reversed(gone):
+            self._count_gone(modality, queue.pop(index), evicted=False)
+        return {i - sum(g < i for g in gone) for i in chosen}  # indices after the removal
+
+    def _count_gone(self, modality: str, entry: _Entry, evicted: bool) -> None:
+        if entry.used:
+            self._stats.used[modality] += 1
+        elif evicted:
+            self._stats.evicted[modality] += 1
+        else:
+            self._stats.discarded[modality] += 1
+
+    # ------------------------------------------------------------------ decisions
+    def _silent(self, modality: str, now: float) -> bool:
+        """The topic's next message is ``max_wait_s`` overdue at ``now`` and for the newest reference stamp
+        (never heard: ``max_wait_s`` after the first message of any topic)."""
+        last, newest = self._last_arrival[modality], self._newest[modality]
+        if last is None or newest is None:
+            if self._started is None:
+                return False
+            last, newest = self._started
+        period = self._period[modality]
+        if now - (last + period) < self.max_wait_s:
+            return False
+        if modality == self.reference:
+            return True
+        stream = self._newest[self.reference]
+        return stream is not None and stream - (newest + period) >= self.max_wait_s
+
+    def _choice(self, modality: str, ref: float, prev_ref: float | None, next_ref: float | None) -> int | None:
+        """Index of the message the oracle gives ``ref`` among those queued, or None."""
+        queue = self._queues[modality]
+        low = bisect.bisect_left(queue, ref - self.slop_s, key=_key)
+        high = bisect.bisect_right(queue, ref + self.slop_s, key=_key)
+        best: int | None = None
+        single = modality in self.single_use
+        for index in range(max(low - 1, 0), min(high + 1, len(queue))):  # +-1: the bounds round, the test below not
+            stamp = queue[index].stamp
+            if abs(stamp - ref) > self.slop_s:
                 continue
-            best = min(range(len(queue)), key=lambda i: abs(queue[i].stamp - ref_stamp))
-            if abs(queue[best].stamp - ref_stamp) <= self.slop_s:
-                found[m] = best
-        return found
+            if single and (
+                queue[index].used
+                or (prev_ref is not None and stamp - prev_ref <= ref - stamp)  # nearer (or tied) to the previous
+                or (next_ref is not None and next_ref - stamp < stamp - ref)  # nearer to the next reference
+            ):
+                continue
+            if best is None or abs(stamp - ref) < abs(queue[best].stamp - ref):
+                best = index  # ascending stamps: a tie keeps the earlier one
+        return best
+
+    def _certain(self, modality: str, ref: float, choice: int | None, next_ref: float | None, now: float) -> bool:
+        newest = self._newest[modality]
+        if newest is None or newest < ref:
+            return self._silent(modality, now)  # a nearer message may still come
+        if modality in self.single_use and choice is not None and next_ref is None:
+            stamp = self._queues[modality][choice].stamp
+            return stamp <= ref or self._silent(self.reference, now)  # else: is it nearer to the next reference?
+        return True
 
     def _collect(self, now: float) -> list[SyncedSet]:
         out: list[SyncedSet] = []
         refs = self._queues[self.reference]
         while refs:
             ref = refs[0]
-            matched = self._match(ref.stamp)
-            complete = len(matched) == len(self.modalities) - 1
-            if not complete and now - ref.arrival < self.max_wait_s:
-                break  # the oldest reference still waits; newer ones wait behind it (ordering)
+            next_ref = refs[1].stamp if len(refs) > 1 else None
+            forced = now - ref.arrival >= self.max_wait_s or len(refs) > self.queue_size
+            choices: dict[str, int] = {}
+            for m in self.others:
+                choice = self._choice(m, ref.stamp, self._last_final, next_ref)
+                if not forced and not self._certain(m, ref.stamp, choice, next_ref, now):
+                    return out  # newer references are not ready either (see the module doc)
+                if choice is not None:
+                    choices[m] = choice
             refs.pop(0)
             self._last_final = ref.stamp
-            if all(m == self.reference or m in matched for m in self.required):
-                out.append(self._emit(ref, matched))
+            if all(m == self.reference or m in choices for m in self.required):
+                out.append(self._emit(ref, choices))
             else:
                 self._stats.discarded[self.reference] += 1
                 self._stats.dropped_incomplete += 1
-            self._prune(ref.stamp - self.slop_s)
+            self._prune(ref.stamp)
         return out
 
-    def _emit(self, ref: _Entry, matched: dict[str, int]) -> SyncedSet:
-        entries = {self.reference: ref} | {m: self._queues[m].pop(i) for m, i in matched.items()}
+    def _emit(self, ref: _Entry, choices: dict[str, int]) -> SyncedSet:
+        entries = {self.reference: ref}
+        for m, index in choices.items():
+            entry = self._queues[m][index]
+            entry.used = True
+            entries[m] = entry
+        for m in self.single_use & choices.keys():
+            self._queues[m].remove(entries[m])
+            self._stats.used[m] += 1
         present = [m for m in self.modalities if m in entries]
         for m in present:
-            self._stats.used[m] += 1
+            self._stats.served[m] += 1
+        self._stats.used[self.reference] += 1
         self._stats.emitted += 1
         return SyncedSet(
             stamp_s=ref.stamp,
@@ -228,12 +378,17 @@ class ModalitySynchronizer:
             missing=tuple(m for m in self.modalities if m not in entries),
         )
 
-    def _prune(self, horizon: float) -> None:
-        """Drop non-reference messages older than ``horizon``: no future (newer) reference can match them."""
-        for m, queue in self._queues.items():
-            if m == self.reference:
-                continue
-            stale = bisect.bisect_left(queue, horizon, key=lambda e: e.stamp)
-            if stale:
-                del queue[:stale]
-                self._stats.discarded[m] += stale
+    def _prune(self, final: float) -> None:
+        """Drop what no reference after ``final`` can use: single-use messages stamped up to ``final``; reusable
+        ones older than ``final - slop`` or older than the newest one stamped up to ``final``."""
+        for m in self.others:
+            queue = self._queues[m]
+            if m in self.single_use:
+                stale = bisect.bisect_right(queue, final, key=_key)
+            else:
+                at_or_before = bisect.bisect_right(queue, final, key=_key)
+                stale = max(bisect.bisect_left(queue, final - self.slop_s, key=_key), at_or_before - 1, 0)
+                stale = min(stale, at_or_before)
+            for entry in queue[:stale]:
+                self._count_gone(m, entry, evicted=False)
+            del queue[:stale]

@@ -1,12 +1,19 @@
-"""Shared fixtures: an rclpy Context per test on its own random DDS domain (no cross-talk between runs)."""
+"""Shared fixtures: an rclpy Context per test on its own random DDS domain (no cross-talk between runs).
+
+Every ROS participant of the tests, in this process and in the processes it starts, discovers only on
+this host (three engineers share the machine and its network).
+"""
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 
 @pytest.fixture

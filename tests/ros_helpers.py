@@ -27,6 +27,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
 from memsam_core.data.synthetic import SceneConfig, generate_scene
+from memsam_ros import stamps
 from memsam_ros.codec import array_to_image
 from memsam_ros.node import NODE_NAME, SegmentNode
 
@@ -48,16 +49,15 @@ RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def to_time(stamp_s: float) -> Time:
-    sec = int(np.floor(stamp_s))
-    return Time(sec=sec, nanosec=round((stamp_s - sec) * 1e9) % 1_000_000_000)
+    return stamps.to_time(stamps.s_to_ns(stamp_s))
 
 
 def stamp_key(stamp: Time) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
+    return stamps.stamp_ns(Header(stamp=stamp))
 
 
 def key_of(stamp_s: float) -> int:
-    return stamp_key(to_time(stamp_s))
+    return stamps.s_to_ns(stamp_s)
 
 
 def scene_frames(seed: int = 0, height: int = 96, width: int = 128) -> dict[str, np.ndarray]:
@@ -80,14 +80,26 @@ def raw_image(
 
 
 class FramePublisher(Node):
-    """Publishes modality images on the node's input topics (reliable, so tests lose nothing)."""
+    """Publishes modality images on the node's input topics (reliable, so tests lose nothing).
 
-    def __init__(self, context: Context, topics: Mapping[str, str]) -> None:
+    ``received``: the node's count of messages received on a modality's topic; when given, each publish
+    waits until the node has it. Messages on different topics may arrive in any order, and a test that
+    publishes one set now and then looks like silent sensors to the synchroniser; a sensor streaming at
+    its rate does not.
+    """
+
+    def __init__(
+        self, context: Context, topics: Mapping[str, str], received: Callable[[str], int] | None = None
+    ) -> None:
         super().__init__("memsam_test_publisher", context=context)
         self.pubs = {m: self.create_publisher(Image, topic, RELIABLE) for m, topic in topics.items()}
+        self.received = received
 
     def publish(self, modality: str, msg: Image) -> None:
+        before = self.received(modality) if self.received is not None else 0
         self.pubs[modality].publish(msg)
+        if self.received is not None:
+            wait_until(lambda: self.received(modality) > before, 5.0, interval=0.002)
 
     def publish_set(
         self,
@@ -109,8 +121,15 @@ class OutputCollector(Node):
 
     KINDS = ("labels", "color", "confidence", "info")
 
-    def __init__(self, context: Context, node_ns: str = f"/{NODE_NAME}", info_type: type | None = None) -> None:
+    def __init__(
+        self,
+        context: Context,
+        node_ns: str = f"/{NODE_NAME}",
+        info_type: type | None = None,
+        kinds: tuple[str, ...] = KINDS,
+    ) -> None:
         super().__init__("memsam_test_collector", context=context)
+        self.kinds = kinds
         if info_type is None:
             from memsam_msgs.msg import SegmentationInfo as info_type
         self.lock = threading.Lock()
@@ -122,7 +141,7 @@ class OutputCollector(Node):
         types = {"labels": Image, "color": Image, "confidence": Image, "info": info_type}
         self.subs = [
             self.create_subscription(types[k], f"{node_ns}/{k}", lambda msg, k=k: self._on_output(k, msg), RELIABLE)
-            for k in self.KINDS
+            for k in kinds
         ]
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
         self.subscribe_class_names()
@@ -137,8 +156,7 @@ class OutputCollector(Node):
         if isinstance(msg, String):
             import json
 
-            key = json.loads(msg.data)["header"]["stamp"]
-            key = key["sec"] * 1_000_000_000 + key["nanosec"]
+            key = stamps.json_stamp_ns(json.loads(msg.data)["header"]["stamp"])
         else:
             key = stamp_key(msg.header.stamp)
         with self.lock:
@@ -160,7 +178,7 @@ class OutputCollector(Node):
     def complete(self, key: int) -> dict[str, Any] | None:
         with self.lock:
             entry = self.outputs.get(key)
-            return dict(entry) if entry and all(k in entry for k in self.KINDS) else None
+            return dict(entry) if entry and all(k in entry for k in self.kinds) else None
 
     def latest_status(self, name_suffix: str) -> Any:
         """Most recent DiagnosticStatus whose name ends with ``name_suffix``."""
@@ -188,15 +206,21 @@ def status_values(status: Any) -> dict[str, str]:
 class NodeHarness:
     """SegmentNode + publisher + collector spinning in one background MultiThreadedExecutor."""
 
-    def __init__(self, params: Mapping[str, Any] | None = None, info_type: type | None = None) -> None:
+    def __init__(
+        self,
+        params: Mapping[str, Any] | None = None,
+        info_type: type | None = None,
+        kinds: tuple[str, ...] = OutputCollector.KINDS,
+    ) -> None:
         self.domain_id = random.SystemRandom().randint(101, 200)
         self.context = Context()
         rclpy.init(context=self.context, domain_id=self.domain_id)
         self.warnings: list[str] = []
         overrides = [Parameter(k, value=v) for k, v in {**TEST_PARAMS, **(params or {})}.items()]
         self.node = SegmentNode(context=self.context, parameter_overrides=overrides, warning_sink=self.warnings.append)
-        self.publisher = FramePublisher(self.context, self.node.topics)
-        self.collector = OutputCollector(self.context, info_type=info_type)
+        self.node.start()  # configure + activate, as ros.autostart does in the process
+        self.publisher = FramePublisher(self.context, self.node.topics, lambda m: self.node.health.topics[m].received)
+        self.collector = OutputCollector(self.context, info_type=info_type, kinds=kinds)
         self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
         for n in (self.node, self.publisher, self.collector):
             self.executor.add_node(n)
@@ -207,7 +231,7 @@ class NodeHarness:
 
     def _connected(self) -> bool:
         pubs_ok = all(p.get_subscription_count() > 0 for p in self.publisher.pubs.values())
-        outs = (self.node.pub_labels, self.node.pub_color, self.node.pub_confidence, self.node.pub_info)
+        outs = [getattr(self.node, f"pub_{kind}") for kind in self.collector.kinds]
         return pubs_ok and all(p.get_subscription_count() > 0 for p in outs)
 
     def send(self, stamp_s: float, frames: Mapping[str, np.ndarray], **kwargs: Any) -> int:

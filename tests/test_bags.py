@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from memsam_core.data.synthetic import SceneConfig, generate_scene
-from memsam_ros.bag_tools import (
+from memsam_ros.codec import decode_modality, image_to_array
+from memsam_ros.tools.bag_tools import (
     GT_LABELS_TOPIC,
     GT_SCENE_TOPIC,
     SENSOR_TOPICS,
@@ -25,7 +26,6 @@ from memsam_ros.bag_tools import (
     scene_values,
     write_synthetic_bag,
 )
-from memsam_ros.codec import decode_modality, image_to_array
 
 SPEC = BagSpec(frames=6, height=48, width=64, seed=3, conditions=("sun", "fog", "night"), drop={"lidar": 0.5})
 ENCODINGS = {"rgb": "rgb8", "depth": "32FC1", "lidar": "32FC1", "event": "rgb8"}
@@ -90,7 +90,8 @@ def test_stamps_jittered_monotone_and_aligned(messages: dict) -> None:
 def test_receive_time_after_stamp(bag: Path) -> None:
     reader = open_reader(bag)
     try:
-        from memsam_ros.bag_tools import iter_messages, stamp_ns
+        from memsam_ros.stamps import stamp_ns
+        from memsam_ros.tools.bag_tools import iter_messages
 
         log_times = []
         for _, log_ns, msg in iter_messages(reader, reader.topics):

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from memsam_core.config import load_config
-from memsam_ros.demo import QUICK_BAG, main
-from memsam_ros.evaluate import evaluate_bag_offline
+from memsam_ros.tools.demo import QUICK_BAG, main
+from memsam_ros.tools.evaluate import evaluate_bag_offline
 
 pytestmark = pytest.mark.ros
 
@@ -24,6 +24,9 @@ def test_quick_demo_end_to_end(ros_domain_id: int, tmp_path: Path, capsys: pytes
     assert main(["--out", str(out), "--quick", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert f"Output: {out}" in printed and "offline mIoU" in printed and "live    mIoU" in printed
+    # a redirected log (here: captured) gets training's progress bar as plain lines, not one line of kilobytes
+    assert "\r" not in printed and max(len(line) for line in printed.splitlines()) < 400
+    assert any(line.startswith("epoch 1/1") for line in printed.splitlines()), "training's bar, relayed"
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["checkpoint_source"] == "trained"

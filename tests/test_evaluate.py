@@ -13,7 +13,8 @@ import pytest
 
 from memsam_core.classes import default_palette
 from memsam_core.config import load_config
-from memsam_ros.bag_tools import (
+from memsam_ros.codec import image_to_array
+from memsam_ros.tools.bag_tools import (
     GT_LABELS_TOPIC,
     GT_SCENE_TOPIC,
     SENSOR_TOPICS,
@@ -22,9 +23,9 @@ from memsam_ros.bag_tools import (
     scene_values,
     write_synthetic_bag,
 )
-from memsam_ros.codec import image_to_array
-from memsam_ros.evaluate import EvaluationRun, Prediction, Scoreboard, main
-from memsam_ros.report import write_report
+from memsam_ros.tools.evaluate import main
+from memsam_ros.tools.report import write_report
+from memsam_ros.tools.scoring import EvaluationRun, Prediction, Scoreboard
 
 SPEC = BagSpec(frames=4, height=48, width=64, seed=11, conditions=("sun", "night"), drop={"lidar": 0.5})
 OVERRIDES = ["model.image_size=128", "inference.device=cpu"]

@@ -21,6 +21,7 @@ EXPECTED_ARGS = {
     "depth_topic",
     "lidar_topic",
     "event_topic",
+    "autostart",
 }
 HAVE_LAUNCH_ROS = importlib.util.find_spec("launch_ros") is not None
 
@@ -44,7 +45,8 @@ def test_declared_arguments():
 
 def test_node_action_package_executable_and_remappings():
     tree = _tree()
-    (node,) = _calls(tree, "Node")
+    assert not _calls(tree, "Node")  # a launch_ros LifecycleNode, so launch sees its transitions
+    (node,) = _calls(tree, "LifecycleNode")
     kwargs = {kw.arg: kw.value for kw in node.keywords}
     assert ast.literal_eval(kwargs["package"]) == "memsam_ros"
     assert ast.literal_eval(kwargs["executable"]) == "segment_node"
@@ -98,10 +100,26 @@ def test_launch_description_builds():
     description = module.generate_launch_description()
     declared = {e.name for e in description.entities if isinstance(e, DeclareLaunchArgument)}
     assert declared == EXPECTED_ARGS
+    from launch_ros.actions import LifecycleNode
+    from launch_ros.utilities import evaluate_parameters
+
     context = LaunchContext()
     context.launch_configurations.update(
         {"params_file": str(ROOT / "config/segment.yaml"), "config_file": "", "checkpoint": "/m.pt", "namespace": ""}
     )
     context.launch_configurations.update({arg: f"/cam/{arg}" for arg in EXPECTED_ARGS if arg.endswith("_topic")})
-    (node,) = module._node(context)
-    assert node.node_executable == "segment_node"
+    for autostart in ("true", "false"):
+        context.launch_configurations["autostart"] = autostart
+        (node,) = module._node(context)
+        assert isinstance(node, LifecycleNode) and node.node_executable == "segment_node"
+        params_file, overrides = evaluate_parameters(context, node._Node__parameters)  # the launch arguments win
+        assert str(params_file).endswith("config/segment.yaml")
+        assert overrides == {"ros.autostart": autostart == "true", "inference.checkpoint": "/m.pt"}
+
+
+def test_autostart_argument_becomes_the_node_parameter():
+    """Statically: the launch argument is turned into ``ros.autostart`` (the node starts itself, so the same
+    works under ``ros2 launch`` and when run directly); config/segment.yaml ships it true."""
+    source = LAUNCH_FILE.read_text()
+    assert '"ros.autostart": autostart == "true"' in source
+    assert load_config(ROOT / "config" / "segment.yaml").ros.autostart is True

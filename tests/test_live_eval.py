@@ -18,10 +18,11 @@ import torch
 
 from memsam_core.config import load_config
 from memsam_core.model import build_memorysam, save_checkpoint
-from memsam_ros.bag_tools import BagSpec, write_synthetic_bag
-from memsam_ros.evaluate import compare_runs, evaluate_bag_offline
-from memsam_ros.recorder import evaluate_bag_live
-from memsam_ros.report import write_report
+from memsam_ros.tools.bag_tools import BagSpec, write_synthetic_bag
+from memsam_ros.tools.evaluate import evaluate_bag_offline
+from memsam_ros.tools.recorder import evaluate_bag_live
+from memsam_ros.tools.report import write_report
+from memsam_ros.tools.scoring import compare_runs
 
 pytestmark = pytest.mark.ros
 SPEC = BagSpec(frames=5, height=48, width=64, seed=11, conditions=("sun", "fog"), drop={"lidar": 0.5, "event": 0.3})
@@ -84,8 +85,9 @@ def test_player_cli_publishes_the_bag_unchanged(ros_context, tmp_path: Path) -> 
     from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import Image
 
-    from memsam_ros.bag_tools import GT_SCENE_TOPIC, SENSOR_TOPICS, read_synthetic_bag, scene_values, stamp_ns
     from memsam_ros.codec import decode_modality
+    from memsam_ros.stamps import stamp_ns
+    from memsam_ros.tools.bag_tools import GT_SCENE_TOPIC, SENSOR_TOPICS, read_synthetic_bag, scene_values
 
     bag = tmp_path / "bag"
     write_synthetic_bag(bag, BagSpec(frames=4, height=32, width=48, seed=2))
@@ -99,7 +101,7 @@ def test_player_cli_publishes_the_bag_unchanged(ros_context, tmp_path: Path) -> 
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(node)
     topics = [SENSOR_TOPICS["rgb"], GT_SCENE_TOPIC]
-    command = [sys.executable, "-m", "memsam_ros.player", str(bag), "--rate", "4", "--clock", "--topics", *topics]
+    command = [sys.executable, "-m", "memsam_ros.tools.player", str(bag), "--rate", "4", "--clock", "--topics", *topics]
     process = subprocess.Popen([*command, "--wait-subscribers", "20"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60

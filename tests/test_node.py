@@ -211,6 +211,8 @@ def _run_startup_error(*extra: str) -> subprocess.CompletedProcess:
         (("-p", "inference.checkpoint:=/nonexistent/model.pt"), "inference.checkpoint: /nonexistent/model.pt"),
         (("-p", "model.image_size:=100"), "model.image_size"),
         (("-p", "classes.palette:=[1,2]"), "classes.palette"),
+        (("-p", "qos_overrides./rgb/image.subscription.reliability:=sometimes"), "/rgb/image: Unexpected QoS"),
+        (("-p", "qos_overrides./memsam_segment/labels.publisher.history:=forever"), "publishers"),
     ],
 )
 def test_startup_errors_exit_2_with_one_clear_line(extra, expected, tmp_path):

@@ -12,9 +12,10 @@ the newest. The pacing clock is shifted by the time spent waiting, like a pause.
 
 ``--hold-reference S`` (used with lock-step) publishes each reference message only after the other
 messages logged up to S seconds after it, so a set's depth/LiDAR/event frames are already queued at
-the node when its RGB frame arrives: the set completes at once instead of depending on those frames
-arriving within ``sync.max_wait_s`` of wall time, which a starved CPU cannot guarantee. Evaluation
-uses the synchroniser's ``slop_s`` (no message further from the reference can join its set anyway).
+the node when its RGB frame arrives. Lock-step pauses every stream while the node works, and messages
+on different topics may arrive in any order; holding the reference back keeps a set from going out
+before its frames on a CPU too starved to receive them within ``sync.max_wait_s``. Evaluation uses the
+synchroniser's ``slop_s`` (no message further from the reference can join its set anyway).
 
 On a ROS install the equivalent is ``ros2 bag play BAG --rate R [--clock]`` (no lock-step).
 """
@@ -31,7 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memsam_ros.bag_tools import SENSOR_TOPICS, BagError, open_reader, stamp_ns
+from memsam_ros.cdr import read_header
+from memsam_ros.stamps import stamp_ns
+from memsam_ros.tools.bag_tools import SENSOR_TOPICS, BagError, open_reader
+from memsam_ros.tools.progress import progress as show_progress
 
 DEFAULT_GATE_TIMEOUT_S = 30.0
 DELIVERY_TIMEOUT_S = 5.0  # how long an exiting player waits for reliable subscribers to acknowledge
@@ -178,8 +182,6 @@ class BagPlayer:
         With ``hold_reference_s`` > 0 a reference message is held back until the bag time passes it by
         that much, so the other modalities of the same instant go out first (see the module doc).
         """
-        from tqdm import tqdm
-
         stats = PlayStats(published=dict.fromkeys(self.topics, 0))
         connections = [c for c in self._reader.connections if c.topic in self.topics]
         total = sum(c.msgcount for c in connections)
@@ -189,12 +191,9 @@ class BagPlayer:
         self._shift_s = 0.0  # time spent waiting at the gate, added to the schedule
         self._last_reference_ns: int | None = None
         held: tuple[str, int, bytes] | None = None
-        for connection, log_ns, raw in tqdm(
-            self._reader.messages(connections=connections),
-            total=total,
-            desc="playing",
-            unit="msg",
-            disable=not progress,
+        messages = self._reader.messages(connections=connections)
+        for connection, log_ns, raw in show_progress(
+            messages, total=total, desc="playing", unit="msg", enabled=progress
         ):
             if abort():
                 stats.aborted = True
@@ -234,21 +233,13 @@ class BagPlayer:
         self.publishers[topic].publish(raw)
         stats.published[topic] += 1
         if is_reference:
-            self._last_reference_ns = _header_stamp_ns(raw)
+            self._last_reference_ns = read_header(raw)[0]
 
     def _publish_clock(self, log_ns: int) -> None:
         from builtin_interfaces.msg import Time
         from rosgraph_msgs.msg import Clock
 
         self._clock_pub.publish(Clock(clock=Time(sec=log_ns // 1_000_000_000, nanosec=log_ns % 1_000_000_000)))
-
-
-def _header_stamp_ns(raw: bytes) -> int:
-    """Header stamp straight from CDR: 4-byte encapsulation header, then int32 sec and uint32 nanosec."""
-    order = "little" if raw[1] & 1 else "big"  # encapsulation kind: CDR_LE = 0x0001, CDR_BE = 0x0000
-    sec = int.from_bytes(raw[4:8], order, signed=True)
-    nanosec = int.from_bytes(raw[8:12], order)
-    return sec * 1_000_000_000 + nanosec
 
 
 def parser() -> argparse.ArgumentParser:

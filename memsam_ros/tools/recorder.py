@@ -2,20 +2,20 @@
 
 :class:`EvalRecorder` subscribes (RELIABLE) to the node's ``~/labels`` and ``~/info`` and to the
 ground-truth topics the player republishes, joins labels with info by header stamp (``info`` says
-which modalities the node actually had) and feeds the same :class:`~memsam_ros.evaluate.Scoreboard`
+which modalities the node actually had) and feeds the same :class:`~memsam_ros.tools.scoring.Scoreboard`
 as offline evaluation.
 
 :func:`evaluate_bag_live` starts the node as its own process (``python -m memsam_ros.node``), plays
-the bag with :class:`~memsam_ros.player.BagPlayer` in lock-step with the node's output and RELIABLE
+the bag with :class:`~memsam_ros.tools.player.BagPlayer` in lock-step with the node's output and RELIABLE
 QoS, so the node's keep-newest worker never drops a set and every set the synchroniser forms is
 segmented, exactly as offline; each RGB message is held back by ``sync.slop_s`` of bag time so its
-set's other frames are queued first and CPU starvation cannot turn a complete set into one that
-``max_wait_s`` emits without them. Offline and live are then compared on the stamps scored by both.
+set's other frames are queued first (messages on different topics may arrive in any order, and a CPU
+starved by inference may not take them within ``max_wait_s``). Offline and live are then compared on
+the stamps scored by both.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -31,10 +31,13 @@ from typing import Any
 import numpy as np
 
 from memsam_core.config import MemSamConfig
-from memsam_ros.bag_tools import GT_LABELS_TOPIC, GT_SCENE_TOPIC, BagError, bag_topics, scene_values, stamp_ns
 from memsam_ros.codec import ImageDecodeError, decode_modality, image_to_array
-from memsam_ros.evaluate import EvaluationRun, Prediction, Scoreboard, modality_topics
-from memsam_ros.player import BagPlayer
+from memsam_ros.info import info_dict, info_wire_type
+from memsam_ros.stamps import stamp_ns
+from memsam_ros.tools.bag_tools import GT_LABELS_TOPIC, GT_SCENE_TOPIC, BagError, bag_topics, scene_values
+from memsam_ros.tools.player import BagPlayer
+from memsam_ros.tools.scoring import EvaluationRun, Prediction, Scoreboard
+from memsam_ros.topics import modality_topics
 
 LOG = logging.getLogger(__name__)
 EVAL_NODE_NAME = "memsam_eval_segment"
@@ -69,7 +72,7 @@ class EvalRecorder:
         base = segment_node.rstrip("/")
         self.labels_topic = f"{base}/labels"
         self.info_topic = f"{base}/info"
-        info_type = _info_type()
+        info_type = info_wire_type()
         self._outputs = [
             ros_node.create_subscription(Image, self.labels_topic, self._on_labels, qos),
             ros_node.create_subscription(info_type, self.info_topic, self._on_info, qos),
@@ -94,7 +97,7 @@ class EvalRecorder:
             self._join(stamp)
 
     def _on_info(self, msg: Any) -> None:
-        info = _info_dict(msg)
+        info = info_dict(msg)
         with self._lock:
             self.info_messages.append(info)
             self._infos[info["stamp_ns"]] = info
@@ -138,34 +141,6 @@ class EvalRecorder:
             for stamp in sorted(self._labels):
                 self._add(stamp, self._labels.pop(stamp), None)
             self.scoreboard.finish()
-
-
-def _info_type() -> type:
-    try:
-        from memsam_msgs.msg import SegmentationInfo
-
-        return SegmentationInfo
-    except ImportError:  # the node then publishes JSON in std_msgs/String
-        from std_msgs.msg import String
-
-        return String
-
-
-def _info_dict(msg: Any) -> dict[str, Any]:
-    if hasattr(msg, "data"):  # std_msgs/String JSON fallback of the node
-        data = json.loads(msg.data)
-        stamp = data["header"]["stamp"]
-        data["stamp_ns"] = int(stamp["sec"]) * 1_000_000_000 + int(stamp["nanosec"])
-        return data
-    return {
-        "stamp_ns": stamp_ns(msg.header),
-        "modalities_used": list(msg.modalities_used),
-        "modalities_missing": list(msg.modalities_missing),
-        "inference_ms": float(msg.inference_ms),
-        "total_latency_ms": float(msg.total_latency_ms),
-        "sets_dropped": int(msg.sets_dropped),
-        "model_name": msg.model_name,
-    }
 
 
 # ---------------------------------------------------------------------- node process

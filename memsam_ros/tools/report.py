@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from memsam_ros.evaluate import ALL_PRESENT, EvaluationRun, FrameRecord, Overlay, compare_runs, confusion_counts
+from memsam_ros.tools.scoring import ALL_PRESENT, EvaluationRun, FrameRecord, Overlay, compare_runs, confusion_counts
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"

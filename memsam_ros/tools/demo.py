@@ -4,7 +4,7 @@
 2. trains a small model with ``python -m memsam_training.train`` unless a checkpoint already exists (reused);
 3. evaluates it offline (bag read in-process, the node's synchroniser and Segmenter);
 4. evaluates it live: the node runs as its own process, the bag is played into it over DDS and its
-   ``~/labels`` are scored (memsam_ros.recorder);
+   ``~/labels`` are scored (memsam_ros.tools.recorder);
 5. writes ``<out>/summary.md`` / ``summary.json`` next to both report folders and prints the headline.
 """
 
@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import random
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -23,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from memsam_core.config import ConfigError, MemSamConfig, load_config
-from memsam_ros.bag_tools import BagError, BagSpec, write_synthetic_bag
+from memsam_ros.tools.bag_tools import BagError, BagSpec, write_synthetic_bag
+from memsam_ros.tools.progress import run_relayed
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = "config/demo.yaml"
 DEFAULT_OUT = "outputs/demo"
 DEMO_BAG = BagSpec(frames=40, height=96, width=128, seed=7, drop={"lidar": 0.25, "event": 0.15})
@@ -92,9 +92,10 @@ def ensure_checkpoint(config: MemSamConfig, config_file: Path) -> tuple[Path, st
     last = checkpoint.with_name("last.pt")
     _say(f"training: python -m memsam_training.train --config {config_file} (writes {checkpoint.parent})")
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "memsam_training.train", "--config", str(config_file)], check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"training failed with exit code {result.returncode} (see its output above)")
+    # a redirected log gets training's progress bar as periodic lines, not one line of many kilobytes
+    returncode = run_relayed([sys.executable, "-m", "memsam_training.train", "--config", str(config_file)])
+    if returncode != 0:
+        raise RuntimeError(f"training failed with exit code {returncode} (see its output above)")
     if not checkpoint.is_file():
         if not last.is_file():
             raise RuntimeError(f"training finished but wrote neither {checkpoint} nor {last}")
@@ -147,8 +148,8 @@ def write_summary(out: Path, info: dict[str, Any]) -> Path:
 
 
 def run_demo(args: argparse.Namespace) -> dict[str, Any]:
-    from memsam_ros.evaluate import evaluate_bag_offline
-    from memsam_ros.report import write_comparison, write_report
+    from memsam_ros.tools.evaluate import evaluate_bag_offline
+    from memsam_ros.tools.report import write_comparison, write_report
 
     started = time.monotonic()
     out = Path(args.out).resolve()
@@ -164,7 +165,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     _say("offline evaluation: bag -> synchroniser -> Segmenter (no ROS)")
     runs["offline"] = evaluate_bag_offline(bag, config, progress=progress)
     if not args.skip_live:
-        from memsam_ros.recorder import evaluate_bag_live
+        from memsam_ros.tools.recorder import evaluate_bag_live
 
         domain = os.environ["ROS_DOMAIN_ID"]
         _say(f"live evaluation: node process + bag player + recorder over DDS (ROS_DOMAIN_ID={domain})")

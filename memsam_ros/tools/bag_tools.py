@@ -33,22 +33,21 @@ from typing import Any
 
 import numpy as np
 
-from memsam_core.config import MODALITIES
+from memsam_core.config import MODALITIES, MemSamConfig
+from memsam_ros.stamps import split_ns, stamp_ns
+from memsam_ros.topics import modality_topics
 
 LOG = logging.getLogger(__name__)
-SENSOR_TOPICS: dict[str, str] = {
-    "rgb": "/rgb/image",
-    "depth": "/depth/image",
-    "lidar": "/lidar/depth_image",
-    "event": "/event/image",
-}
+SENSOR_TOPICS: dict[str, str] = modality_topics(MemSamConfig(), modalities=MODALITIES)
 """Absolute topic per modality: the node's defaults (``ros.*_topic``) resolved without a namespace."""
 GT_LABELS_TOPIC = "/ground_truth/labels"
 GT_SCENE_TOPIC = "/ground_truth/scene"
 SCENE_STATUS_NAME = "memsam/ground_truth_scene"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 SCENE_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
-FRAME_IDS: dict[str, str] = {"rgb": "camera_rgb", "depth": "camera_depth", "lidar": "lidar", "event": "camera_event"}
+FRAME_IDS: dict[str, str] = dict.fromkeys(MODALITIES, "camera_rgb")
+"""Every image is registered to the RGB camera (depth aligned, LiDAR projected, events aligned), so all carry
+its frame, as the node's ``ros.extrinsics: registered`` expects."""
 SENSOR_OFFSETS_S: dict[str, float] = {"rgb": 0.0, "depth": 0.003, "lidar": 0.008, "event": -0.004}
 """Per-sensor trigger offset from the RGB exposure; well inside the node's default 50 ms slop."""
 STAMP_JITTER_S = 0.002
@@ -127,15 +126,16 @@ def metres_to_millimetres(metres: np.ndarray) -> np.ndarray:
 
 
 def _stamp(ns: int, ts: Any) -> Any:
-    return ts.types["builtin_interfaces/msg/Time"](sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+    sec, nanosec = split_ns(ns)
+    return ts.types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
 
 
-def _image_msg(ts: Any, array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str) -> Any:
+def _image_msg(ts: Any, array: np.ndarray, encoding: str, stamp: int, frame_id: str) -> Any:
     if encoding == "16UC1" and np.issubdtype(array.dtype, np.floating):
         array = metres_to_millimetres(array)
     dtype = {"32FC1": np.dtype(np.float32), "16UC1": np.dtype(np.uint16)}.get(encoding, np.dtype(np.uint8))
     packed = np.ascontiguousarray(array, dtype=dtype.newbyteorder("<"))
-    header = ts.types["std_msgs/msg/Header"](stamp=_stamp(stamp_ns, ts), frame_id=frame_id)
+    header = ts.types["std_msgs/msg/Header"](stamp=_stamp(stamp, ts), frame_id=frame_id)
     return ts.types[IMAGE_TYPE](
         header=header,
         height=packed.shape[0],
@@ -147,7 +147,7 @@ def _image_msg(ts: Any, array: np.ndarray, encoding: str, stamp_ns: int, frame_i
     )
 
 
-def _scene_msg(ts: Any, stamp_ns: int, values: dict[str, str]) -> Any:
+def _scene_msg(ts: Any, stamp: int, values: dict[str, str]) -> Any:
     status = ts.types["diagnostic_msgs/msg/DiagnosticStatus"](
         level=0,
         name=SCENE_STATUS_NAME,
@@ -155,7 +155,7 @@ def _scene_msg(ts: Any, stamp_ns: int, values: dict[str, str]) -> Any:
         hardware_id="synthetic",
         values=[ts.types["diagnostic_msgs/msg/KeyValue"](key=k, value=v) for k, v in values.items()],
     )
-    header = ts.types["std_msgs/msg/Header"](stamp=_stamp(stamp_ns, ts), frame_id=FRAME_IDS["rgb"])
+    header = ts.types["std_msgs/msg/Header"](stamp=_stamp(stamp, ts), frame_id=FRAME_IDS["rgb"])
     return ts.types[SCENE_TYPE](header=header, status=[status])
 
 
@@ -198,7 +198,8 @@ def _frame_messages(
 
 def _write_pending(path: Path, ts: Any, pending: list[tuple[int, str, Any]], progress: bool) -> dict[str, int]:
     from rosbags.rosbag2 import StoragePlugin, Writer
-    from tqdm import tqdm
+
+    from memsam_ros.tools.progress import progress as show_progress
 
     pending.sort(key=lambda item: item[0])
     counts: dict[str, int] = {}
@@ -207,7 +208,9 @@ def _write_pending(path: Path, ts: Any, pending: list[tuple[int, str, Any]], pro
         for topic in [*SENSOR_TOPICS.values(), GT_LABELS_TOPIC, GT_SCENE_TOPIC]:
             msgtype = SCENE_TYPE if topic == GT_SCENE_TOPIC else IMAGE_TYPE
             connections[topic] = writer.add_connection(topic, msgtype, typestore=ts)
-        for log_ns, topic, msg in tqdm(pending, desc="writing bag", unit="msg", disable=not progress):
+        for log_ns, topic, msg in show_progress(
+            pending, total=len(pending), desc="writing bag", unit="msg", enabled=progress
+        ):
             writer.write(connections[topic], log_ns, ts.serialize_cdr(msg, connections[topic].msgtype))
             counts[topic] = counts.get(topic, 0) + 1
     return counts
@@ -287,11 +290,6 @@ def _as_strings(values: Any) -> list[str]:
 
 
 # ---------------------------------------------------------------------- reading
-def stamp_ns(header: Any) -> int:
-    """Exact integer nanoseconds of a header stamp: the key that matches predictions to ground truth."""
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
 def open_reader(path: str | Path) -> Any:
     """An opened ``rosbags`` Reader (close it, or use as a context manager), with a clear error if unreadable."""
     from rosbags.rosbag2 import Reader
