@@ -25,7 +25,7 @@ def shipped_profile() -> Path | None:
 
         try:
             candidates.insert(0, Path(get_package_share_directory("memsam_ros")) / "config" / PROFILE_NAME)
-        except PackageNotFoundError:
+        except (PackageNotFoundError, OSError):  # not installed with colcon / AMENT_PREFIX_PATH unset off-ROS
             pass
     except ImportError:  # ament_index_python ships with every ROS install and the rclpy wheels; be safe anyway
         pass
