@@ -1,13 +1,14 @@
 """Launch the memsam segmentation node (a lifecycle node).
 
-    ros2 launch memsam_ros segment.launch.py
+    ros2 launch memsam_ros segment.launch.py checkpoint:=/models/memsam.pt
     ros2 launch memsam_ros segment.launch.py checkpoint:=/models/memsam.pt rgb_topic:=/camera/color/image_raw
-    ros2 launch memsam_ros segment.launch.py config_file:=runs/x/config.yaml params_file:=''
+    ros2 launch memsam_ros segment.launch.py checkpoint:=runs/x/best.pt config_file:=runs/x/config.yaml
     ros2 launch memsam_ros segment.launch.py autostart:=false   # then: ros2 lifecycle set /memsam_segment configure
 
-``params_file`` (default: the installed config/segment.yaml) sets every parameter explicitly; with a
-training ``config_file`` pass ``params_file:=''`` (or a file with only your overrides) so the
-training config's values are not overridden. An empty ``config_file``/``checkpoint`` is not passed.
+The checkpoint describes its own model (size, modalities, classes, input encoding), so any checkpoint works with
+the default ``params_file`` (the installed config/segment.yaml), which sets only run-time parameters: device,
+precision, topics, QoS, synchronisation. ``config_file`` (a memsam YAML, e.g. a training config) provides
+defaults that the params file's keys override. An empty ``config_file``/``checkpoint`` is not passed.
 
 ``autostart`` (default true) becomes the node's ``ros.autostart``: the node configures (loads the model)
 and activates itself, the same whether it is launched or run directly. With ``autostart:=false`` it waits

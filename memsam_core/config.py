@@ -324,10 +324,11 @@ class MemSamConfig(_Section):
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str, prefix: str = "") -> str:
+    """One line per invalid field: ``source: section.field: reason (got value)``."""
     lines = []
     for item in err.errors():
-        field = ".".join(str(p) for p in item["loc"]) or "(root)"
+        field = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(item["loc"])) or "(root)"
         value = item.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
         message = item["msg"].removeprefix("Value error, ")
@@ -342,7 +343,7 @@ def config_from_dict(data: Mapping[str, Any] | None, source: str = "<dict>") -> 
     try:
         return MemSamConfig.model_validate(dict(data or {}))
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, source)) from None
+        raise ConfigError(format_validation_error(err, source)) from None
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> MemSamConfig:

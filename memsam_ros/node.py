@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import signal
 import socket
 import sys
 import threading
@@ -49,9 +50,16 @@ from memsam_core.model import CheckpointError
 from memsam_ros.cdr import CdrError
 from memsam_ros.codec import ImageDecodeError, array_to_cdr, check_modality
 from memsam_ros.diagnostics import PipelineHealth, diagnostic_array
+from memsam_ros.fastdds import PROFILE_VARIABLE, use_large_data_profile
 from memsam_ros.frames import Received, decode_set, received_from_cdr
 from memsam_ros.info import BUILD_MSGS_HINT, info_message_type, make_info
-from memsam_ros.params import RUNTIME_PARAMETERS, declare_config_parameters, parameter_source, unknown_overrides
+from memsam_ros.params import (
+    RUNTIME_PARAMETERS,
+    declare_config_parameters,
+    effective_config,
+    parameter_source,
+    unknown_overrides,
+)
 from memsam_ros.stamps import ns_to_s, to_time
 from memsam_ros.sync import BACKJUMP_RESET_S, ModalitySynchronizer, SyncedSet
 from memsam_ros.throttle import WarningThrottle
@@ -132,7 +140,9 @@ class SegmentNode(LifecycleNode):
     def _declare(self, argv: Sequence[str] | None) -> None:
         """Parameters, topics and the services that exist in every lifecycle state."""
         self._source = parameter_source(argv)
-        self.config = declare_config_parameters(self, self._source)
+        declared = declare_config_parameters(self, self._source)
+        config_file = self.get_parameter("config_file").value
+        self.config = effective_config(declared, f"{config_file} + {self._source}" if config_file else self._source)
         for name in unknown_overrides(self):
             self.get_logger().warning(f"unknown parameter {name!r} ignored (typo? see docs/node.md)")
         cfg = self.config
@@ -712,6 +722,7 @@ def _print_error(message: str) -> None:
 def main(args: list[str] | None = None) -> int:
     """``memsam-node --ros-args --params-file config/segment.yaml``; returns 2 on a start-up error."""
     argv = list(sys.argv if args is None else args)
+    profile = use_large_data_profile()  # before rclpy.init: Fast DDS reads it when the participant is made
     try:
         rclpy.init(args=argv)
     except RuntimeError as err:  # rcl could not parse the command line / params file
@@ -720,6 +731,7 @@ def main(args: list[str] | None = None) -> int:
     node: SegmentNode | None = None
     try:
         node = SegmentNode(argv=argv, tune_interpreter=True)
+        node.get_logger().info(f"Fast DDS profile: {profile or 'Fast DDS defaults'} ({PROFILE_VARIABLE})")
         executor = SingleThreadedExecutor()  # callbacks only read headers and synchronise: one thread is enough
         executor.add_node(node)
         if node.config.ros.autostart:
@@ -742,6 +754,9 @@ def main(args: list[str] | None = None) -> int:
         _print_error(f"cannot start: {type(err).__name__}: {err}")
         return 2
     finally:
+        # Ctrl-C under `ros2 launch` reaches the node twice (the terminal's process group, then launch): the
+        # second one must not interrupt the clean shutdown
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

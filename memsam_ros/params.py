@@ -1,12 +1,16 @@
 """ROS parameters generated from the one config schema (``memsam_core.config``).
 
-Every leaf of the node-relevant sections becomes a parameter with the same dotted name
-(``model.image_size``, ``sync.slop_s`` …), a description and the schema's numeric range, so a ROS
-params file, ``-p`` overrides and a training YAML all speak the same names. Defaults come from
-``config_file`` (when set) so a training config can be reused and explicit ROS parameters override it.
+The node's parameters are what belongs to run time: every leaf of ``inference``, ``sync`` and ``ros`` becomes a
+parameter with the same dotted name (``inference.precision``, ``sync.slop_s`` …), a description and the schema's
+numeric range, so a ROS params file, ``-p`` overrides and a training YAML all speak the same names. Defaults come
+from ``config_file`` (when set) so a training config can be reused and explicit ROS parameters override it.
 
-ROS parameters cannot hold nested lists, and an empty list has no type: ``classes.palette`` is a flat
-int array ``[r, g, b, r, g, b, ...]`` (or a YAML/JSON string ``"[[r, g, b], ...]"``), and empty lists
+What the model is (``model.*``, ``input.*``, ``classes.*``) comes from the checkpoint, which describes its own
+model. Those keys are not parameters; given anyway (params file, ``-p`` or ``config_file``), each is a claim
+about the checkpoint, and one that contradicts it stops start-up with one line naming both values.
+
+ROS parameters cannot hold nested lists, and an empty list has no type: ``classes.palette`` given as a flat int
+array ``[r, g, b, r, g, b, ...]`` (or a YAML/JSON string ``"[[r, g, b], ...]"``) is converted, and empty lists
 are declared with the type taken from the schema annotation.
 """
 
@@ -19,15 +23,28 @@ from typing import Any
 
 import yaml
 from annotated_types import Ge, Gt, Le, Lt
+from pydantic import ValidationError
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from memsam_core.config import ConfigError, MemSamConfig, config_from_dict, iter_leaves, load_config
+from memsam_core.config import (
+    ConfigError,
+    MemSamConfig,
+    config_from_dict,
+    format_validation_error,
+    iter_leaves,
+    load_config,
+)
+from memsam_core.model import CheckpointError
+from memsam_core.model.build import checkpoint_config
 
-NODE_SECTIONS: tuple[str, ...] = ("model", "input", "inference", "sync", "ros", "classes")
-"""Sections exposed as parameters; ``data.*``/``train.*`` are training-only (ignored if present)."""
+NODE_SECTIONS: tuple[str, ...] = ("inference", "sync", "ros")
+"""Sections exposed as parameters (run time); ``data.*``/``train.*`` are training-only (ignored if present)."""
+
+CHECKPOINT_SECTIONS: tuple[str, ...] = ("model", "input", "classes")
+"""What the checkpoint describes: not parameters, but values given for them are checked against it."""
 
 RUNTIME_PARAMETERS: frozenset[str] = frozenset(
     {"ros.overlay_alpha", "ros.warn_throttle_s", "ros.silent_after_s", "sync.slop_s", "sync.max_wait_s"}
@@ -141,15 +158,38 @@ def _normalise_overrides(node: Node, leaves: list[tuple[str, Any, Any]]) -> None
 def unknown_overrides(node: Node) -> list[str]:
     """Parameters given on the command line / params file that the node does not know (typos)."""
     overrides = getattr(node, "_parameter_overrides", None) or {}
+    described = {name for name, _, _ in iter_leaves(MemSamConfig()) if name.split(".")[0] in CHECKPOINT_SECTIONS}
     return sorted(
         name
         for name in overrides
-        if not node.has_parameter(name) and name.split(".")[0] not in ("data", "train", "qos_overrides")
+        if not node.has_parameter(name)
+        and name not in described
+        and name.split(".")[0] not in ("data", "train", "qos_overrides")
     )
 
 
+def _claimed_model(node: Node, base: MemSamConfig, source: str) -> dict[str, dict[str, Any]]:
+    """``model``/``input``/``classes`` values given explicitly (config_file, params file, ``-p``): the claims the
+    checkpoint is checked against. Fields nobody set stay out, so they take the checkpoint's values."""
+    claims: dict[str, dict[str, Any]] = {
+        section: {key: getattr(getattr(base, section), key) for key in getattr(base, section).model_fields_set}
+        for section in CHECKPOINT_SECTIONS
+    }
+    overrides = getattr(node, "_parameter_overrides", None) or {}
+    for name, parameter in overrides.items():
+        section, _, key = name.partition(".")
+        if section in CHECKPOINT_SECTIONS and key in type(getattr(base, section)).model_fields:
+            value = parameter.value
+            if name == PALETTE_PARAM:
+                value = palette_from_parameter(value, source)
+            claims[section][key] = list(value) if isinstance(value, list | tuple) else value
+    return claims
+
+
 def declare_config_parameters(node: Node, source: str) -> MemSamConfig:
-    """Declare ``config_file`` and every node-relevant leaf; return the validated effective config.
+    """Declare ``config_file`` and every run-time leaf; return the validated config, in which the ``model``,
+    ``input`` and ``classes`` sections hold only the values given explicitly (``model_fields_set``), so that
+    :func:`memsam_core.model.build.resolve_config` fills in the checkpoint's and rejects contradictions.
 
     Raises :class:`ConfigError` (naming the file or ``source`` and the field) for any bad value.
     """
@@ -179,7 +219,15 @@ def declare_config_parameters(node: Node, source: str) -> MemSamConfig:
             declared = palette_from_parameter(declared, source)
         section, key = name.split(".", 1)
         data[section][key] = list(declared) if isinstance(declared, list | tuple) else declared
-    return config_from_dict(data, source)
+    runtime = config_from_dict({k: v for k, v in data.items() if k not in CHECKPOINT_SECTIONS}, source)
+    sections = {}
+    for section, claims in _claimed_model(node, base, source).items():
+        schema = type(getattr(runtime, section))
+        try:  # each claim checked on its own; how they fit together is checked once the checkpoint's are in
+            sections[section] = schema.model_validate(claims)
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err, source, prefix=section)) from None
+    return runtime.model_copy(update=sections)
 
 
 def _short_reason(err: Exception) -> str:
@@ -187,3 +235,16 @@ def _short_reason(err: Exception) -> str:
     if "Reason: " in text:
         text = text.split("Reason: ", 1)[1]
     return text.rsplit(":", 1)[0] if text.count(":") else text
+
+
+def effective_config(config: MemSamConfig, source: str) -> MemSamConfig:
+    """The node's whole config: the checkpoint's model, input contract and classes plus the run-time parameters
+    (a claim that contradicts the checkpoint is a one-line :class:`ConfigError`). Without a checkpoint (untrained
+    weights) the claims and the schema's defaults make the model."""
+    checkpoint = config.inference.checkpoint
+    if not checkpoint:
+        return config_from_dict(config.to_dict(), source)
+    try:
+        return checkpoint_config(checkpoint, config, source)
+    except CheckpointError as err:
+        raise ConfigError(f"inference.checkpoint: {err}") from None

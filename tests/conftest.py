@@ -1,4 +1,4 @@
-"""Shared fixtures: an rclpy Context per test on its own random DDS domain (no cross-talk between runs).
+"""Shared fixtures: an rclpy Context per test on a DDS domain of its own (no cross-talk between tests).
 
 Every ROS participant of the tests, in this process and in the processes it starts, discovers only on
 this host (three engineers share the machine and its network).
@@ -7,19 +7,22 @@ this host (three engineers share the machine and its network).
 from __future__ import annotations
 
 import os
-import random
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from domains import next_domain_id
 
 
 @pytest.fixture
 def ros_domain_id(monkeypatch: pytest.MonkeyPatch) -> int:
-    """A random ROS_DOMAIN_ID in 1..100, also exported for any subprocess the test starts."""
-    domain_id = random.SystemRandom().randint(1, 100)
+    """A ROS_DOMAIN_ID of this test's own (tests/domains.py), also exported for any subprocess it starts."""
+    domain_id = next_domain_id()
     monkeypatch.setenv("ROS_DOMAIN_ID", str(domain_id))
     return domain_id
 

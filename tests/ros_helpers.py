@@ -8,7 +8,6 @@ shortcut), so these tests exercise the same path as separate processes would.
 from __future__ import annotations
 
 import array
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -18,6 +17,7 @@ import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
+from domains import next_domain_id
 from rclpy.context import Context
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
@@ -212,7 +212,7 @@ class NodeHarness:
         info_type: type | None = None,
         kinds: tuple[str, ...] = OutputCollector.KINDS,
     ) -> None:
-        self.domain_id = random.SystemRandom().randint(101, 200)
+        self.domain_id = next_domain_id()
         self.context = Context()
         rclpy.init(context=self.context, domain_id=self.domain_id)
         self.warnings: list[str] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -93,3 +94,15 @@ def test_fastdds_profile_carries_large_images_between_processes(ros_domain_id: i
     control = measure(*size, publisher_profile=False, subscriber_profile=False, frames=45)
     assert with_profile["delivered"] >= 0.9, with_profile
     assert control["delivered"] <= 0.5, control
+
+
+def test_memsam_processes_load_the_large_data_profile_unless_one_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from memsam_ros.fastdds import PROFILE_VARIABLE, use_large_data_profile
+
+    monkeypatch.delenv(PROFILE_VARIABLE, raising=False)
+    monkeypatch.delenv("AMENT_PREFIX_PATH", raising=False)  # off-ROS: the source checkout's profile
+    assert use_large_data_profile() == str(PROFILE) and os.environ[PROFILE_VARIABLE] == str(PROFILE)
+    monkeypatch.setenv(PROFILE_VARIABLE, "/etc/my_profile.xml")  # the user's choice stays
+    assert use_large_data_profile() == "/etc/my_profile.xml"
+    monkeypatch.setenv(PROFILE_VARIABLE, "")  # opting out
+    assert use_large_data_profile() is None and os.environ[PROFILE_VARIABLE] == ""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from domains import next_domain_id
 from rclpy.parameter import Parameter
 from ros_helpers import (
     NodeHarness,
@@ -151,17 +152,20 @@ def test_diagnostics_report_pipeline_and_topics(harness):
     assert status_values(topic)["topic"] == "/rgb/image"
 
 
-def test_parameters_have_descriptors_ranges_and_read_only(harness):
+def test_parameters_are_run_time_only_with_descriptors_ranges_and_read_only(harness):
     node = harness.node
-    (size,) = node.describe_parameters(["model.image_size"])
-    assert size.read_only and size.integer_range[0].from_value == 128 and size.integer_range[0].to_value == 2048
-    assert "multiple of 32" in size.description
+    # what the model is comes from the checkpoint: not parameters (given anyway, they are checked against it)
+    for name in ("model.image_size", "model.modalities", "input.depth_max_m", "classes.names", "classes.palette"):
+        assert not node.has_parameter(name), name
+    (depth,) = node.describe_parameters(["ros.qos_depth"])
+    assert depth.read_only and depth.integer_range[0].from_value == 1 and depth.integer_range[0].to_value == 100
+    (precision,) = node.describe_parameters(["inference.precision"])
+    assert precision.read_only and "autocast" in precision.description
     (alpha,) = node.describe_parameters(["ros.overlay_alpha"])
     assert not alpha.read_only and alpha.floating_point_range[0].to_value == 1.0
-    assert node.get_parameter("classes.palette").value == [] or node.get_parameter("classes.palette").value is None
-    assert node.get_parameter("model.modalities").value == ["rgb", "depth", "lidar", "event"]
+    assert node.config.model.modalities == ["rgb", "depth", "lidar", "event"]  # the claims of the harness
 
-    (rejected,) = node.set_parameters([Parameter("model.image_size", value=256)])
+    (rejected,) = node.set_parameters([Parameter("ros.qos_depth", value=3)])
     assert not rejected.successful
     (out_of_range,) = node.set_parameters([Parameter("ros.overlay_alpha", value=1.5)])
     assert not out_of_range.successful
@@ -223,6 +227,21 @@ def test_startup_errors_exit_2_with_one_clear_line(extra, expected, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_a_parameter_that_contradicts_the_checkpoint_is_one_line_naming_both(tmp_path):
+    from memsam_core.config import load_config
+    from memsam_core.model import build_memorysam, save_checkpoint
+
+    config = load_config(None, {"model.image_size": 128, "model.modalities": ["rgb", "depth"]})
+    checkpoint = tmp_path / "small.pt"
+    save_checkpoint(checkpoint, build_memorysam(config.model), config)
+    result = _run_startup_error("-p", f"inference.checkpoint:={checkpoint}", "-p", "model.image_size:=512")
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr
+    assert "model.image_size: config says 512" in errors[0] and "trained with 128" in errors[0], errors[0]
+    assert str(checkpoint) in errors[0]
+
+
 def test_bad_config_file_names_file_and_field(tmp_path):
     bad = tmp_path / "train.yaml"
     bad.write_text("model:\n  num_classes: 3\n")  # classes.names still has 25 entries
@@ -245,7 +264,7 @@ def test_node_process_segments_and_exits_cleanly_on_sigint(tmp_path):
     from rclpy.executors import SingleThreadedExecutor
     from ros_helpers import FramePublisher
 
-    domain = str(np.random.default_rng().integers(201, 230))
+    domain = str(next_domain_id())
     env = {**os.environ, "ROS_DOMAIN_ID": domain}
     proc = subprocess.Popen(
         _node_cmd("-p", "model.image_size:=128", "-p", "ros.reliability:=reliable"),

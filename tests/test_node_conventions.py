@@ -17,6 +17,7 @@ import threading
 
 import numpy as np
 import pytest
+from domains import next_domain_id
 from ros_helpers import NodeHarness, image_msg, key_of, scene_frames, status_values, to_time, wait_until
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
@@ -186,7 +187,7 @@ def test_configure_applies_the_switch_interval_in_the_node_process():
 
     before = sys.getswitchinterval()
     context = Context()
-    rclpy.init(context=context, domain_id=231)
+    rclpy.init(context=context, domain_id=next_domain_id())
     params = {"model.image_size": 128, "inference.device": "cpu", "ros.gil_switch_interval_ms": 1.5}
     node = SegmentNode(
         context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()], tune_interpreter=True

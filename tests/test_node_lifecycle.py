@@ -11,7 +11,6 @@ cleanup -> shutdown -> SIGINT. ~40 s on 2 cores.
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from typing import Any
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from domains import next_domain_id
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.context import Context
@@ -120,7 +120,7 @@ class Rig(Node):
 
 @pytest.fixture(scope="module")
 def node_process(tmp_path_factory: pytest.TempPathFactory):
-    domain = random.SystemRandom().randint(100, 200)
+    domain = next_domain_id()
     log_path = tmp_path_factory.mktemp("node") / "node.log"
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "PYTHONUNBUFFERED": "1"}
     command = [

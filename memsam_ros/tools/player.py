@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from memsam_ros.cdr import read_header
+from memsam_ros.fastdds import use_large_data_profile
 from memsam_ros.stamps import stamp_ns
 from memsam_ros.tools.bag_tools import SENSOR_TOPICS, BagError, open_reader
 from memsam_ros.tools.progress import progress as show_progress
@@ -276,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rclpy.executors import SingleThreadedExecutor
 
     args = parser().parse_args(argv)
+    use_large_data_profile()  # the images it publishes are large (memsam_ros.fastdds)
     rclpy.init()
     node = rclpy.create_node("memsam_bag_player")
     executor = SingleThreadedExecutor()

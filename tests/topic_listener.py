@@ -1,0 +1,57 @@
+"""A separate process that listens to topics like ``ros2 topic echo`` would: it waits for each topic to appear in
+the ROS graph, subscribes with the type the graph reports (best effort, which matches any publisher), counts the
+messages and prints ``TOPIC COUNT TYPE`` per topic. ``--until-all`` stops once every topic has had a message.
+
+    python tests/topic_listener.py --seconds 60 --until-all /memsam_segment/labels /diagnostics
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+
+import rclpy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+
+def message_class(type_name: str) -> type:
+    package, _, name = type_name.split("/")
+    return getattr(importlib.import_module(f"{package}.msg"), name)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("topics", nargs="+")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--until-all", action="store_true")
+    args = parser.parse_args()
+    rclpy.init()
+    node = rclpy.create_node("memsam_test_listener")
+    counts = dict.fromkeys(args.topics, 0)
+    types: dict[str, str] = {}
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+    deadline = time.monotonic() + args.seconds
+    while time.monotonic() < deadline:
+        graph = dict(node.get_topic_names_and_types())
+        for topic in args.topics:
+            if topic not in types and graph.get(topic):
+                types[topic] = graph[topic][0]
+
+                def count(_: bytes, topic: str = topic) -> None:
+                    counts[topic] += 1
+
+                node.create_subscription(message_class(types[topic]), topic, count, qos, raw=True)
+        rclpy.spin_once(node, timeout_sec=0.05)
+        if args.until_all and all(counts.values()):
+            break
+    for topic in args.topics:
+        print(f"{topic} {counts[topic]} {types.get(topic, '-')}", flush=True)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
