@@ -8,17 +8,13 @@ messages and prints ``TOPIC COUNT TYPE`` per topic. ``--until-all`` stops once e
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 
 import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-
-def message_class(type_name: str) -> type:
-    package, _, name = type_name.split("/")
-    return getattr(importlib.import_module(f"{package}.msg"), name)
+from memsam_ros.inputs import message_class
 
 
 def main() -> int:
