@@ -26,10 +26,12 @@ import numpy as np
 from memsam_core.config import MemSamConfig
 from memsam_core.events import EventBatch, EventWindow
 from memsam_core.lidar import CameraModel, Extrinsics, project_to_depth
-from memsam_ros.codec import ImageDecodeError, decode_modality
+from memsam_ros.codec import ImageDecodeError, check_modality, decode_modality
 from memsam_ros.compressed import decode_compressed_depth, decode_compressed_image
 from memsam_ros.event_msgs import decode_event_array, decode_event_packet
+from memsam_ros.frames import Received, received_from_message
 from memsam_ros.pointcloud import pointcloud2_to_xyz
+from memsam_ros.stamps import stamp_ns
 from memsam_ros.transforms import TransformTree
 
 MESSAGE_TYPES: dict[str, str] = {
@@ -46,6 +48,7 @@ ACCEPTED: dict[str, tuple[str, ...]] = {
     "event": ("image", "compressed", "event_packet", "event_array"),
 }
 STREAMS = frozenset({"event_packet", "event_array"})
+TF_STATIC_TOPIC, TF_TOPIC = "/tf_static", "/tf"
 Decoder = Callable[[Any, int | None], np.ndarray]
 
 
@@ -121,6 +124,23 @@ class InputConverter:
         with self._lock:
             self.events[modality].add(batch)
         return batch
+
+    def receive(self, modality: str, msg: Any, arrival: float) -> tuple[Received, int | None]:
+        """A deserialized input message → what waits in the synchroniser, and the event count of a stream
+        message (None otherwise). Images have their layout checked now; event messages go into the window now
+        and stand at their newest event (the stream is known up to there); the rest is decoded if a set uses it.
+        Raises ImageDecodeError."""
+        kind = self.types[modality]
+        if kind == "image":
+            check_modality(msg, modality)
+            return received_from_message(modality, msg, arrival), None
+        frame_id = str(msg.header.frame_id)
+        if kind in STREAMS:
+            batch = self.add_events(modality, msg)
+            stamp = batch.last_ns if len(batch) else stamp_ns(msg.header)
+            convert = self.decoder(modality)
+            return Received(modality, stamp, frame_id, arrival, None, convert, cache=False), len(batch)
+        return Received(modality, stamp_ns(msg.header), frame_id, arrival, msg, self.decoder(modality)), None
 
     # ------------------------------------------------------------------ conversions
     def decoder(self, modality: str) -> Decoder:

@@ -54,7 +54,7 @@ from memsam_ros.diagnostics import PipelineHealth, diagnostic_array
 from memsam_ros.fastdds import PROFILE_VARIABLE, use_large_data_profile
 from memsam_ros.frames import Received, decode_set, received_from_cdr, received_from_raw
 from memsam_ros.info import BUILD_MSGS_HINT, info_message_type, make_info
-from memsam_ros.inputs import MESSAGE_TYPES, InputConverter, message_class
+from memsam_ros.inputs import MESSAGE_TYPES, TF_STATIC_TOPIC, TF_TOPIC, InputConverter, message_class
 from memsam_ros.params import (
     RUNTIME_PARAMETERS,
     declare_config_parameters,
@@ -62,7 +62,7 @@ from memsam_ros.params import (
     parameter_source,
     unknown_overrides,
 )
-from memsam_ros.stamps import ns_to_s, stamp_ns, to_time
+from memsam_ros.stamps import ns_to_s, to_time
 from memsam_ros.sync import BACKJUMP_RESET_S, ModalitySynchronizer, SyncedSet
 from memsam_ros.throttle import WarningThrottle
 from memsam_ros.topics import camera_info_topic, modality_topics
@@ -384,8 +384,8 @@ class SegmentNode(LifecycleNode):
                 inputs.append((self._message_class(m), self.topics[m], self._raw_callback(m), True, self._input_qos))
         inputs.append((CameraInfo, self.camera_info_topic, self._on_camera_info, False, self._input_qos))
         if self.inputs.needs_geometry:  # LiDAR -> camera transform
-            inputs.append((self._message_class("tf"), "/tf_static", self.inputs.on_tf, False, _tf_static_qos))
-            inputs.append((self._message_class("tf"), "/tf", self.inputs.on_tf, False, _tf_qos))
+            inputs.append((self._message_class("tf"), TF_STATIC_TOPIC, self.inputs.on_tf, False, _tf_static_qos))
+            inputs.append((self._message_class("tf"), TF_TOPIC, self.inputs.on_tf, False, _tf_qos))
         for msg_type, topic, callback, raw, qos in inputs:  # raw: only the header is read here (see _on_image)
             try:
                 self._inputs.append(
@@ -473,9 +473,9 @@ class SegmentNode(LifecycleNode):
         """The subscription callback of a non-Image input: the header now, the rest when a set uses it (event
         streams: into the event window now, since every packet may be in some set's window)."""
         msg_type = self._message_class(modality)
-        convert = self.inputs.decoder(modality)
         if self.inputs.is_stream(modality):
-            return lambda raw: self._on_events(modality, raw, msg_type, convert)
+            return lambda raw: self._on_events(modality, raw, msg_type)
+        convert = self.inputs.decoder(modality)
 
         def decode(raw: bytes, reference_ns: int | None) -> np.ndarray:
             return convert(deserialize_message(raw, msg_type), reference_ns)
@@ -492,21 +492,16 @@ class SegmentNode(LifecycleNode):
 
         return on_message
 
-    def _on_events(self, modality: str, raw: bytes, msg_type: type, convert: Callable[..., np.ndarray]) -> None:
+    def _on_events(self, modality: str, raw: bytes, msg_type: type) -> None:
         now = time.monotonic()
         try:
-            msg = deserialize_message(raw, msg_type)
-            batch = self.inputs.add_events(modality, msg)
+            received, count = self.inputs.receive(modality, deserialize_message(raw, msg_type), now)
         except Exception as err:  # a malformed packet is a warning, never a crash
             self.health.message(modality, now)
             self.warn(modality, "decode", f"cannot decode the event message: {err}", decode_error=True)
             return
-        if not len(batch):
+        if count == 0:
             self.warn(modality, "empty", "event message without events (nothing added to the window)")
-        # for the synchroniser a packet stands at its newest event: the stream is known up to there
-        stamp = batch.last_ns if len(batch) else stamp_ns(msg.header)
-        frame_id = str(msg.header.frame_id)
-        received = Received(modality, stamp, frame_id, now, None, lambda _, ref: convert(None, ref), cache=False)
         self._accept(modality, received, now)
 
     def _accept(self, modality: str, received: Received, now: float) -> None:

@@ -12,7 +12,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from ros_helpers import NodeHarness, key_of, wait_until
 
 from memsam_core.data.synthetic import SceneConfig, generate_scene
-from memsam_ros.inputs import message_class
+from memsam_ros.inputs import TF_STATIC_TOPIC, message_class
 from memsam_ros.stamps import s_to_ns
 from memsam_ros.tools import rig
 
@@ -43,7 +43,7 @@ def _send_geometry(harness: NodeHarness, scene, stamp_ns: int) -> None:
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     publisher = harness.publisher
     info = publisher.create_publisher(message_class("sensor_msgs/msg/CameraInfo"), rig.CAMERA_INFO_TOPIC, 10)
-    tf = publisher.create_publisher(message_class("tf2_msgs/msg/TFMessage"), rig.TF_STATIC_TOPIC, latched)
+    tf = publisher.create_publisher(message_class("tf2_msgs/msg/TFMessage"), TF_STATIC_TOPIC, latched)
     wait_until(lambda: info.get_subscription_count() and tf.get_subscription_count(), 10.0)
     height, width = scene.frames["rgb"].shape[:2]
     info.publish(rig.camera_info(make, scene.intrinsics, height, width, stamp_ns))

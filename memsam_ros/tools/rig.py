@@ -34,7 +34,6 @@ RIG_TOPICS = {
 }
 RIG_TYPES = {"rgb": "compressed", "depth": "compressed", "lidar": "pointcloud", "event": "event_packet"}
 CAMERA_INFO_TOPIC = "/rgb/camera_info"
-TF_STATIC_TOPIC = "/tf_static"
 EVENT_PACKETS_PER_WINDOW = 5  # a driver publishes its stream in short packets
 JPEG_QUALITY = 95
 DEPTH_MAX_M = 100.0  # compressedDepth quantisation range (the transport's default is 10 m)
@@ -59,7 +58,7 @@ def _quaternion(rotation: np.ndarray) -> tuple[float, float, float, float]:
     return float(x), float(y), float(z), float(w)
 
 
-def _header(make: Make, stamp_ns: int, frame_id: str) -> Any:
+def _make_header(make: Make, stamp_ns: int, frame_id: str) -> Any:
     sec, nanosec = split_ns(stamp_ns)
     return make("std_msgs/msg/Header", stamp=make("builtin_interfaces/msg/Time", sec=sec, nanosec=nanosec),
                 frame_id=frame_id)  # fmt: skip
@@ -71,7 +70,7 @@ def camera_info(make: Make, intrinsics: np.ndarray, height: int, width: int, sta
     projection[:, :3] = k
     return make(
         "sensor_msgs/msg/CameraInfo",
-        header=_header(make, stamp_ns, CAMERA_FRAME),
+        header=_make_header(make, stamp_ns, CAMERA_FRAME),
         height=height,
         width=width,
         distortion_model="plumb_bob",
@@ -96,7 +95,7 @@ def static_transform(make: Make, stamp_ns: int) -> Any:
     )
     stamped = make(
         "geometry_msgs/msg/TransformStamped",
-        header=_header(make, stamp_ns, CAMERA_FRAME),
+        header=_make_header(make, stamp_ns, CAMERA_FRAME),
         child_frame_id=LIDAR_FRAME,
         transform=transform,
     )
@@ -107,13 +106,13 @@ def compressed_rgb(make: Make, rgb: np.ndarray, stamp_ns: int) -> Any:
     ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
         raise ValueError(f"cv2.imencode failed on an RGB image of shape {rgb.shape}")
-    return make("sensor_msgs/msg/CompressedImage", header=_header(make, stamp_ns, CAMERA_FRAME),
+    return make("sensor_msgs/msg/CompressedImage", header=_make_header(make, stamp_ns, CAMERA_FRAME),
                 format="rgb8; jpeg compressed bgr8", data=jpeg.reshape(-1))  # fmt: skip
 
 
 def compressed_depth(make: Make, metres: np.ndarray, stamp_ns: int) -> Any:
     fmt, data = encode_compressed_depth(metres, "32FC1", depth_max=DEPTH_MAX_M)
-    return make("sensor_msgs/msg/CompressedImage", header=_header(make, stamp_ns, CAMERA_FRAME), format=fmt,
+    return make("sensor_msgs/msg/CompressedImage", header=_make_header(make, stamp_ns, CAMERA_FRAME), format=fmt,
                 data=np.frombuffer(data, np.uint8))  # fmt: skip
 
 
@@ -129,7 +128,7 @@ def point_cloud(make: Make, lidar: np.ndarray, intrinsics: np.ndarray, stamp_ns:
         make("sensor_msgs/msg/PointField", name=name, offset=4 * i, datatype=7, count=1)  # FLOAT32
         for i, name in enumerate(("x", "y", "z", "intensity"))
     ]
-    return make("sensor_msgs/msg/PointCloud2", header=_header(make, stamp_ns, LIDAR_FRAME), height=1,
+    return make("sensor_msgs/msg/PointCloud2", header=_make_header(make, stamp_ns, LIDAR_FRAME), height=1,
                 width=len(points), fields=fields, is_bigendian=False, point_step=16, row_step=16 * len(points),
                 data=cloud.view(np.uint8).reshape(-1), is_dense=True)  # fmt: skip
 
@@ -148,7 +147,7 @@ def event_packets(make: Make, frame: np.ndarray, end_ns: int, window_ns: int, se
         packets.append(
             (
                 int(stop),
-                make("event_camera_msgs/msg/EventPacket", header=_header(make, int(start), CAMERA_FRAME),
+                make("event_camera_msgs/msg/EventPacket", header=_make_header(make, int(start), CAMERA_FRAME),
                      height=batch.height, width=batch.width, seq=index, time_base=int(start), encoding="mono",
                      is_bigendian=False, events=data),
             )
