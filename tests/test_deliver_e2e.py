@@ -23,8 +23,8 @@ import pytest
 from memsam_core.config import load_config
 from memsam_core.data.deliver import DeliverDataset
 from memsam_core.data.deliver_fixture import write_deliver_fixture
-from memsam_ros.bag_tools import BagFrame, read_synthetic_bag, write_bag
-from memsam_ros.evaluate import evaluate_bag_offline
+from memsam_ros.tools.bag_tools import BagFrame, read_synthetic_bag, write_bag
+from memsam_ros.tools.evaluate import evaluate_bag_offline
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
