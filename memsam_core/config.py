@@ -174,6 +174,30 @@ class RosConfig(_Section):
     depth_topic: str = "depth/image"
     lidar_topic: str = "lidar/depth_image"
     event_topic: str = "event/image"
+    rgb_type: Literal["image", "compressed"] = Field(
+        "image", description="message type on rgb_topic: image (sensor_msgs/Image) or compressed (CompressedImage)"
+    )
+    depth_type: Literal["image", "compressed"] = Field(
+        "image", description="image (32FC1/16UC1 Image) or compressed (CompressedImage, compressedDepth png)"
+    )
+    lidar_type: Literal["image", "pointcloud"] = Field(
+        "image",
+        description="image: depth already projected into the RGB camera; pointcloud: sensor_msgs/PointCloud2 in "
+        "the LiDAR's frame, projected by the node with the RGB camera_info and the LiDAR->camera extrinsics",
+    )
+    event_type: Literal["image", "compressed", "event_packet", "event_array"] = Field(
+        "image",
+        description="image/compressed: event frames; event_packet: event_camera_msgs/EventPacket (mono, evt3); "
+        "event_array: dvs_msgs/EventArray. Streams are accumulated over event_window_s up to the RGB stamp",
+    )
+    event_window_s: float = Field(
+        0.05, gt=0, le=1.0, description="event streams: the window (before the RGB stamp) accumulated into a frame"
+    )
+    lidar_extrinsics: list[float] = Field(
+        default_factory=list,
+        description="LiDAR -> camera optical frame [x, y, z, qx, qy, qz, qw], used when /tf_static and /tf have no "
+        "chain between the point cloud's and the camera_info's frames; empty = tf only",
+    )
     reliability: Literal["best_effort", "reliable"] = Field("best_effort", description="subscription QoS")
     qos_depth: int = Field(5, ge=1, le=100, description="subscription history depth")
     overlay_alpha: float = Field(0.5, ge=0.0, le=1.0, description="class colour weight in ~/color")
@@ -199,8 +223,18 @@ class RosConfig(_Section):
         "default (5 ms) on CUDA",
     )
 
+    @field_validator("lidar_extrinsics")
+    @classmethod
+    def _pose(cls, value: list[float]) -> list[float]:
+        if value and (len(value) != 7 or not any(value[3:])):
+            raise ValueError(f"expected [x, y, z, qx, qy, qz, qw] with a non-zero quaternion, got {value}")
+        return value
+
     def topic(self, modality: str) -> str:
         return getattr(self, f"{modality}_topic")
+
+    def input_type(self, modality: str) -> str:
+        return getattr(self, f"{modality}_type")
 
 
 class ClassesConfig(_Section):

@@ -38,6 +38,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool
@@ -51,8 +52,9 @@ from memsam_ros.cdr import CdrError
 from memsam_ros.codec import ImageDecodeError, array_to_cdr, check_modality
 from memsam_ros.diagnostics import PipelineHealth, diagnostic_array
 from memsam_ros.fastdds import PROFILE_VARIABLE, use_large_data_profile
-from memsam_ros.frames import Received, decode_set, received_from_cdr
+from memsam_ros.frames import Received, decode_set, received_from_cdr, received_from_raw
 from memsam_ros.info import BUILD_MSGS_HINT, info_message_type, make_info
+from memsam_ros.inputs import MESSAGE_TYPES, TF_STATIC_TOPIC, TF_TOPIC, InputConverter, message_class
 from memsam_ros.params import (
     RUNTIME_PARAMETERS,
     declare_config_parameters,
@@ -108,6 +110,15 @@ class _ForwardToRosLogger(logging.Handler):
             self._logger.info(text)
 
 
+def _tf_static_qos() -> QoSProfile:
+    """What tf2's static broadcaster offers: reliable, transient local (latched)."""
+    return QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def _tf_qos() -> QoSProfile:
+    return QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
+
 class SegmentNode(LifecycleNode):
     """See the module docstring; parameters are the config schema's leaves (memsam_ros.params)."""
 
@@ -159,6 +170,7 @@ class SegmentNode(LifecycleNode):
         self.health = PipelineHealth(self.topics, self.reference, cfg.ros.silent_after_s, time.monotonic())
         self.health.hardware_id = socket.gethostname()
         self.sync = ModalitySynchronizer.from_config(cfg)
+        self.inputs = InputConverter(cfg)
         self.segmenter: Segmenter | None = None
         self.configure_error = ""
         self._camera_info: CameraInfo | None = None
@@ -363,16 +375,25 @@ class SegmentNode(LifecycleNode):
         self.health.restart(time.monotonic())
         self._last_stamp.clear()
         # a fresh profile each: rclpy applies qos_overrides.<topic>.* to the profile object in place
-        inputs = [(Image, self.topics[m], lambda raw, m=m: self._on_image(m, raw), True) for m in self.modalities]
-        inputs.append((CameraInfo, self.camera_info_topic, self._on_camera_info, False))
-        for msg_type, topic, callback, raw in inputs:  # raw: only the header is read here (see _on_image)
+        inputs: list[tuple[type, str, Callable[[Any], None], bool, Callable[[], QoSProfile]]] = []
+        for m in self.modalities:
+            kind = self.inputs.types[m]
+            if kind == "image":
+                inputs.append((Image, self.topics[m], lambda raw, m=m: self._on_image(m, raw), True, self._input_qos))
+            else:
+                inputs.append((self._message_class(m), self.topics[m], self._raw_callback(m), True, self._input_qos))
+        inputs.append((CameraInfo, self.camera_info_topic, self._on_camera_info, False, self._input_qos))
+        if self.inputs.needs_geometry:  # LiDAR -> camera transform
+            inputs.append((self._message_class("tf"), TF_STATIC_TOPIC, self.inputs.on_tf, False, _tf_static_qos))
+            inputs.append((self._message_class("tf"), TF_TOPIC, self.inputs.on_tf, False, _tf_qos))
+        for msg_type, topic, callback, raw, qos in inputs:  # raw: only the header is read here (see _on_image)
             try:
                 self._inputs.append(
                     self.create_subscription(
                         msg_type,
                         topic,
                         callback,
-                        self._input_qos(),
+                        qos(),
                         callback_group=self._input_group,
                         qos_overriding_options=override(),
                         raw=raw,
@@ -430,12 +451,62 @@ class SegmentNode(LifecycleNode):
             self.health.message(modality, now)
             self.warn(modality, "decode", f"cannot read the message: {err}", decode_error=True)
             return
-        self.health.message(modality, now, received.frame_id)
         try:
             check_modality(received.image, modality)
         except ImageDecodeError as err:
+            self.health.message(modality, now, received.frame_id)
             self.warn(modality, "decode", f"cannot decode image: {err}", decode_error=True)
             return
+        self._accept(modality, received, now)
+
+    def _message_class(self, modality: str) -> type:
+        kind = "tf" if modality == "tf" else self.inputs.types[modality]
+        try:
+            return message_class("tf2_msgs/msg/TFMessage" if kind == "tf" else MESSAGE_TYPES[kind])
+        except ImportError as err:
+            raise StartupError(
+                f"ros.{modality}_type {kind!r} needs {err.name}, which is not importable: build the interfaces "
+                f"(`{BUILD_MSGS_HINT}` off-ROS, colcon build on a ROS install)"
+            ) from None
+
+    def _raw_callback(self, modality: str) -> Callable[[bytes], None]:
+        """The subscription callback of a non-Image input: the header now, the rest when a set uses it (event
+        streams: into the event window now, since every packet may be in some set's window)."""
+        msg_type = self._message_class(modality)
+        if self.inputs.is_stream(modality):
+            return lambda raw: self._on_events(modality, raw, msg_type)
+        convert = self.inputs.decoder(modality)
+
+        def decode(raw: bytes, reference_ns: int | None) -> np.ndarray:
+            return convert(deserialize_message(raw, msg_type), reference_ns)
+
+        def on_message(raw: bytes) -> None:
+            now = time.monotonic()
+            try:
+                received = received_from_raw(modality, raw, now, decode)
+            except CdrError as err:
+                self.health.message(modality, now)
+                self.warn(modality, "decode", f"cannot read the message: {err}", decode_error=True)
+                return
+            self._accept(modality, received, now)
+
+        return on_message
+
+    def _on_events(self, modality: str, raw: bytes, msg_type: type) -> None:
+        now = time.monotonic()
+        try:
+            received, count = self.inputs.receive(modality, deserialize_message(raw, msg_type), now)
+        except Exception as err:  # a malformed packet is a warning, never a crash
+            self.health.message(modality, now)
+            self.warn(modality, "decode", f"cannot decode the event message: {err}", decode_error=True)
+            return
+        if count == 0:
+            self.warn(modality, "empty", "event message without events (nothing added to the window)")
+        self._accept(modality, received, now)
+
+    def _accept(self, modality: str, received: Received, now: float) -> None:
+        """A readable input message: health, stamp checks, synchroniser."""
+        self.health.message(modality, now, received.frame_id)
         stamp = ns_to_s(received.stamp_ns)
         self._check_stamp(modality, stamp, now)
         resets = self.sync.resets
@@ -447,6 +518,8 @@ class SegmentNode(LifecycleNode):
     def _on_camera_info(self, msg: CameraInfo) -> None:
         with self._camera_info_lock:
             self._camera_info = msg
+        if self.inputs.needs_geometry and (problem := self.inputs.on_camera_info(msg)):
+            self.warn("lidar", "camera_info", f"{problem} ({self.camera_info_topic}): LiDAR cannot be projected")
 
     def _check_stamp(self, modality: str, stamp: float, now: float) -> None:
         previous = self._last_stamp.get(modality)
@@ -481,7 +554,7 @@ class SegmentNode(LifecycleNode):
         if not self.segmenting or segmenter is None:
             return  # deactivated or disabled meanwhile: nothing is published
         items: dict[str, Received] = synced.items
-        frames, errors = decode_set(items)
+        frames, errors = decode_set(items, items[self.reference].stamp_ns)
         for modality, reason in errors.items():
             self.warn(modality, "decode", reason, decode_error=True)
         for modality in frames:
@@ -540,7 +613,7 @@ class SegmentNode(LifecycleNode):
             return
         expected = items[self.reference].frame_id
         for m, received in items.items():
-            if received.frame_id != expected:
+            if received.frame_id != expected and self.inputs.types[m] != "pointcloud":  # projected by the node
                 self._warn_once(
                     ("frame", m, received.frame_id, expected),
                     f"{self.topics[m]} [{m}]: frame_id {received.frame_id!r} differs from {self.reference} "

@@ -29,7 +29,15 @@ def modality_topics(
     return {m: resolve(config.ros.topic(m)) for m in names}
 
 
+TRANSPORTS = ("compressed", "compressedDepth")
+"""image_transport's sub-topics: ``/cam/image_raw/compressed`` carries ``/cam/image_raw`` compressed."""
+
+
 def camera_info_topic(image_topic: str) -> str:
-    """The image_transport convention: ``/cam/color/image_raw`` → ``/cam/color/camera_info``."""
+    """The image_transport convention: ``/cam/color/image_raw`` (or its ``/compressed`` sub-topic) →
+    ``/cam/color/camera_info``."""
+    base, _, last = image_topic.rstrip("/").rpartition("/")
+    if last in TRANSPORTS and base:
+        image_topic = base
     parent, _, _ = image_topic.rstrip("/").rpartition("/")
     return f"{parent}/{CAMERA_INFO}" if parent or image_topic.startswith("/") else CAMERA_INFO

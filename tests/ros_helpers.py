@@ -29,6 +29,7 @@ from std_msgs.msg import Header, String
 from memsam_core.data.synthetic import SceneConfig, generate_scene
 from memsam_ros import stamps
 from memsam_ros.codec import array_to_image
+from memsam_ros.inputs import MESSAGE_TYPES, message_class
 from memsam_ros.node import NODE_NAME, SegmentNode
 
 MODALITY_ENCODINGS = {"rgb": "rgb8", "depth": "32FC1", "lidar": "32FC1", "event": "rgb8"}
@@ -89,10 +90,18 @@ class FramePublisher(Node):
     """
 
     def __init__(
-        self, context: Context, topics: Mapping[str, str], received: Callable[[str], int] | None = None
+        self,
+        context: Context,
+        topics: Mapping[str, str],
+        received: Callable[[str], int] | None = None,
+        types: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__("memsam_test_publisher", context=context)
-        self.pubs = {m: self.create_publisher(Image, topic, RELIABLE) for m, topic in topics.items()}
+        kinds = {m: (types or {}).get(m, "image") for m in topics}
+        self.pubs = {
+            m: self.create_publisher(message_class(MESSAGE_TYPES[kinds[m]]), topic, RELIABLE)
+            for m, topic in topics.items()
+        }
         self.received = received
 
     def publish(self, modality: str, msg: Image) -> None:
@@ -219,7 +228,9 @@ class NodeHarness:
         overrides = [Parameter(k, value=v) for k, v in {**TEST_PARAMS, **(params or {})}.items()]
         self.node = SegmentNode(context=self.context, parameter_overrides=overrides, warning_sink=self.warnings.append)
         self.node.start()  # configure + activate, as ros.autostart does in the process
-        self.publisher = FramePublisher(self.context, self.node.topics, lambda m: self.node.health.topics[m].received)
+        self.publisher = FramePublisher(
+            self.context, self.node.topics, lambda m: self.node.health.topics[m].received, self.node.inputs.types
+        )
         self.collector = OutputCollector(self.context, info_type=info_type, kinds=kinds)
         self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
         for n in (self.node, self.publisher, self.collector):

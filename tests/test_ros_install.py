@@ -186,3 +186,56 @@ def _wait_for_node(env: dict[str, str], launch: subprocess.Popen, log: Path, tim
             return
         time.sleep(0.5)
     raise AssertionError(f"the launched node did not become active: {log.read_text()[-3000:]}")
+
+
+def test_launched_node_takes_a_rig_bag(workspace: dict[str, str], tmp_path: Path) -> None:
+    """A bag as a vehicle records it (compressed images, PointCloud2 + /tf_static, an EventPacket stream, at
+    their own rates) into the launched node: every set uses all four sensors."""
+    import yaml
+
+    from memsam_ros.tools import rig
+
+    bag = tmp_path / "rig_bag"
+    made = _run(["ros2", "run", "memsam_ros", "memsam-make-bag", str(bag), "--rig", "--frames", "20",
+                 "--height", "120", "--width", "160"], workspace)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    ros = {
+        **{f"{m}_topic": topic for m, topic in rig.RIG_TOPICS.items()},
+        **{f"{m}_type": kind for m, kind in rig.RIG_TYPES.items()},
+        "camera_info_topic": rig.CAMERA_INFO_TOPIC,
+    }
+    params_file = tmp_path / "rig_params.yaml"  # a rig's own params file: its topics and their message types
+    params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"ros": ros, "inference": {"device": "cpu"}}}}))
+    from memsam_core.config import load_config
+    from memsam_core.model import build_memorysam, save_checkpoint
+
+    config = load_config(None, {"model.image_size": 128})  # the four modalities, small enough for 2 cores
+    checkpoint = tmp_path / "model.pt"
+    save_checkpoint(checkpoint, build_memorysam(config.model, seed=0), config)
+    log = (tmp_path / "launch.log").open("w")
+    launch = subprocess.Popen(
+        ["ros2", "launch", "memsam_ros", "segment.launch.py", f"params_file:={params_file}",
+         f"checkpoint:={checkpoint}"],
+        env=workspace, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        _wait_for_node(workspace, launch, tmp_path / "launch.log")
+        listener = subprocess.Popen(
+            [sys.executable, str(Path(__file__).parent / "topic_listener.py"), "--seconds", "35",
+             f"{NODE}/labels", f"{NODE}/info"],
+            env=workspace, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(3.0)  # the listener discovers the node's outputs
+        played = _run(["ros2", "run", "memsam_ros", "memsam-play-bag", str(bag), "--rate", "1.0",
+                       "--wait-subscribers", "5"], workspace, 180)  # fmt: skip
+        assert played.returncode == 0, played.stdout + played.stderr
+        out, err = listener.communicate(timeout=90)  # it listens 30 s: the whole bag
+    finally:
+        os.killpg(launch.pid, signal.SIGINT)
+        code = launch.wait(timeout=30)
+        log.close()
+    text = (tmp_path / "launch.log").read_text()
+    received = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith("/")}
+    assert int(received[f"{NODE}/labels"][0]) >= 3, (out, err, text[-2000:])  # keep-newest: the CPU drops some
+    assert received[f"{NODE}/info"][2] == "rgb,depth,lidar,event", (out, text[-2000:])
+    assert code == 0 and "Traceback" not in text, text[-3000:]

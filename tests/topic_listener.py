@@ -1,6 +1,7 @@
 """A separate process that listens to topics like ``ros2 topic echo`` would: it waits for each topic to appear in
 the ROS graph, subscribes with the type the graph reports (best effort, which matches any publisher), counts the
-messages and prints ``TOPIC COUNT TYPE`` per topic. ``--until-all`` stops once every topic has had a message.
+messages and prints ``TOPIC COUNT TYPE`` per topic. ``--until-all`` stops once every topic has had a message;
+for a ``memsam_msgs/SegmentationInfo`` topic the modalities used in its last message follow the type.
 
     python tests/topic_listener.py --seconds 60 --until-all /memsam_segment/labels /diagnostics
 """
@@ -8,17 +9,13 @@ messages and prints ``TOPIC COUNT TYPE`` per topic. ``--until-all`` stops once e
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 
 import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-
-def message_class(type_name: str) -> type:
-    package, _, name = type_name.split("/")
-    return getattr(importlib.import_module(f"{package}.msg"), name)
+from memsam_ros.inputs import message_class
 
 
 def main() -> int:
@@ -30,6 +27,7 @@ def main() -> int:
     rclpy.init()
     node = rclpy.create_node("memsam_test_listener")
     counts = dict.fromkeys(args.topics, 0)
+    used: dict[str, str] = {}
     types: dict[str, str] = {}
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
     deadline = time.monotonic() + args.seconds
@@ -39,15 +37,18 @@ def main() -> int:
             if topic not in types and graph.get(topic):
                 types[topic] = graph[topic][0]
 
-                def count(_: bytes, topic: str = topic) -> None:
+                def count(msg: object, topic: str = topic) -> None:
                     counts[topic] += 1
+                    if hasattr(msg, "modalities_used"):
+                        used[topic] = ",".join(msg.modalities_used)
 
-                node.create_subscription(message_class(types[topic]), topic, count, qos, raw=True)
+                info = types[topic] == "memsam_msgs/msg/SegmentationInfo"  # deserialized: its content is reported
+                node.create_subscription(message_class(types[topic]), topic, count, qos, raw=not info)
         rclpy.spin_once(node, timeout_sec=0.05)
         if args.until_all and all(counts.values()):
             break
     for topic in args.topics:
-        print(f"{topic} {counts[topic]} {types.get(topic, '-')}", flush=True)
+        print(f"{topic} {counts[topic]} {types.get(topic, '-')} {used.get(topic, '')}".rstrip(), flush=True)
     node.destroy_node()
     rclpy.try_shutdown()
     return 0

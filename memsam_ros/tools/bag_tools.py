@@ -34,8 +34,10 @@ from typing import Any
 import numpy as np
 
 from memsam_core.config import MODALITIES, MemSamConfig
+from memsam_ros.inputs import ACCEPTED, MESSAGE_TYPES, TF_STATIC_TOPIC
 from memsam_ros.stamps import split_ns, stamp_ns
-from memsam_ros.topics import modality_topics
+from memsam_ros.tools import rig
+from memsam_ros.topics import TRANSPORTS, camera_info_topic, modality_topics
 
 LOG = logging.getLogger(__name__)
 SENSOR_TOPICS: dict[str, str] = modality_topics(MemSamConfig(), modalities=MODALITIES)
@@ -70,6 +72,8 @@ class BagSpec:
     rate_hz: float = 10.0
     conditions: tuple[str, ...] = ("sun", "cloud", "rain", "fog", "night")
     drop: dict[str, float] = field(default_factory=dict)  # modality -> probability a frame's message is missing
+    rig: bool = False  # record as a real rig publishes (memsam_ros.tools.rig): compressed, PointCloud2, events
+    rates: dict[str, float] = field(default_factory=dict)  # rig: depth/LiDAR rate in Hz (default: rate_hz)
 
     def __post_init__(self) -> None:
         if self.frames < 1 or self.height < 8 or self.width < 8 or self.rate_hz <= 0:
@@ -83,6 +87,9 @@ class BagSpec:
                 raise ValueError(f"--drop {modality}: probability must be in [0, 1], got {probability}")
         if not self.conditions:
             raise ValueError("need at least one condition")
+        for modality, rate in self.rates.items():
+            if modality not in ("depth", "lidar") or rate <= 0:
+                raise ValueError(f"--rates: depth or lidar with a rate > 0 Hz, got {modality}:{rate}")
 
 
 @dataclass
@@ -93,10 +100,32 @@ class BagSummary:
     conditions: list[str]
 
 
-def _typestore() -> Any:
-    from rosbags.typesys import Stores, get_typestore
+VENDORED_MESSAGES = {"event_camera_msgs": ("EventPacket",), "dvs_msgs": ("Event", "EventArray")}
+"""Interface types rosbags does not know, registered from their definitions (msg/vendor/, or an installed share/)."""
 
-    return get_typestore(Stores.ROS2_KILTED)
+
+def _definition(package: str, name: str) -> str:
+    candidates = [Path(__file__).resolve().parents[2] / "msg" / "vendor" / package / "msg" / f"{name}.msg"]
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory(package)) / "msg" / f"{name}.msg")
+    except Exception:  # not installed with colcon, or no AMENT_PREFIX_PATH: the source tree's copy
+        pass
+    for path in candidates:
+        if path.is_file():
+            return path.read_text()
+    raise BagError(f"no definition of {package}/msg/{name} found (looked in {', '.join(map(str, candidates))})")
+
+
+def _typestore() -> Any:
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    for package, names in VENDORED_MESSAGES.items():
+        for name in names:
+            store.register(get_types_from_msg(_definition(package, name), f"{package}/msg/{name}"))
+    return store
 
 
 def condition_schedule(frames: int, conditions: Sequence[str]) -> list[str]:
@@ -196,17 +225,22 @@ def _frame_messages(
     return pending
 
 
-def _write_pending(path: Path, ts: Any, pending: list[tuple[int, str, Any]], progress: bool) -> dict[str, int]:
+def _write_pending(
+    path: Path, ts: Any, pending: list[tuple[int, str, Any]], progress: bool, types: dict[str, str] | None = None
+) -> dict[str, int]:
+    """Write ``(log ns, topic, message)`` sorted by log time; ``types``: topic → message type (default: the
+    Image bag's topics)."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     from memsam_ros.tools.progress import progress as show_progress
 
+    if types is None:
+        types = dict.fromkeys([*SENSOR_TOPICS.values(), GT_LABELS_TOPIC], IMAGE_TYPE) | {GT_SCENE_TOPIC: SCENE_TYPE}
     pending.sort(key=lambda item: item[0])
     counts: dict[str, int] = {}
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         connections: dict[str, Any] = {}
-        for topic in [*SENSOR_TOPICS.values(), GT_LABELS_TOPIC, GT_SCENE_TOPIC]:
-            msgtype = SCENE_TYPE if topic == GT_SCENE_TOPIC else IMAGE_TYPE
+        for topic, msgtype in types.items():
             connections[topic] = writer.add_connection(topic, msgtype, typestore=ts)
         for log_ns, topic, msg in show_progress(
             pending, total=len(pending), desc="writing bag", unit="msg", enabled=progress
@@ -222,6 +256,8 @@ def write_synthetic_bag(path: str | Path, spec: BagSpec | None = None, progress:
     path = Path(path)
     if path.exists():
         raise BagError(f"{path}: already exists (rosbag2 writers never overwrite; delete it first)")
+    if spec.rig:
+        return _write_rig_bag(path, spec, progress)
     ts = _typestore()
     rng = np.random.default_rng(spec.seed)
     period_ns = round(1e9 / spec.rate_hz)
@@ -231,7 +267,7 @@ def write_synthetic_bag(path: str | Path, spec: BagSpec | None = None, progress:
     for index in range(spec.frames):
         sample = _frame_sample(spec.seed * 100_003 + index, spec, schedule[index])
         nominal_ns = start_ns + index * period_ns
-        rgb_stamp = nominal_ns + _jitter_ns(rng)
+        rgb_stamp = _rgb_stamp(spec.seed, index, nominal_ns)
         dropped = [m for m in ("depth", "lidar", "event") if rng.random() < spec.drop.get(m, 0.0)]
         scene = {
             "condition": str(sample.condition),
@@ -241,6 +277,72 @@ def write_synthetic_bag(path: str | Path, spec: BagSpec | None = None, progress:
         item = BagFrame(sample.frames, sample.labels, scene)
         pending += _frame_messages(ts, rng, index, item, nominal_ns, rgb_stamp, dropped, None)
     counts = _write_pending(path, ts, pending, progress)
+    return BagSummary(path, spec.frames, counts, sorted(set(schedule), key=schedule.index))
+
+
+def _write_rig_bag(path: Path, spec: BagSpec, progress: bool) -> BagSummary:
+    """The same scenes as a rig records them (memsam_ros.tools.rig): compressed RGB with its camera_info,
+    compressedDepth, a PointCloud2 in the LiDAR frame (depth and LiDAR at ``spec.rates``), an event stream over
+    the ``event_dt_s`` before each RGB frame, the static LiDAR → camera transform, and the same ground truth."""
+    ts = _typestore()
+    make = rig.rosbags_factory(ts)
+    rng = np.random.default_rng(spec.seed)
+    period_ns = round(1e9 / spec.rate_hz)
+    start_ns = START_TIME_S * 1_000_000_000
+    schedule = condition_schedule(spec.frames, spec.conditions)
+    samples, rgb_stamps, dropped = [], [], []
+    pending: list[tuple[int, str, Any]] = [
+        (start_ns - 1_000_000, TF_STATIC_TOPIC, rig.static_transform(make, start_ns))
+    ]
+    for index in range(spec.frames):
+        sample = _frame_sample(spec.seed * 100_003 + index, spec, schedule[index])
+        rgb_stamp = _rgb_stamp(spec.seed, index, start_ns + index * period_ns)
+        drops = [m for m in ("depth", "lidar", "event") if rng.random() < spec.drop.get(m, 0.0)]
+        samples.append(sample)
+        rgb_stamps.append(rgb_stamp)
+        dropped.append(drops)
+        height, width = sample.frames["rgb"].shape[:2]
+        log = rgb_stamp + _delay_ns(rng)
+        pending.append((log, rig.RIG_TOPICS["rgb"], rig.compressed_rgb(make, sample.frames["rgb"], rgb_stamp)))
+        info = rig.camera_info(make, sample.intrinsics, height, width, rgb_stamp)
+        pending.append((log, rig.CAMERA_INFO_TOPIC, info))
+        if "event" not in drops:
+            window_ns = min(round(sample.event_window_s * 1e9), period_ns)
+            seed = spec.seed * 100_003 + index
+            for end, packet in rig.event_packets(make, sample.frames["event"], rgb_stamp, window_ns, seed):
+                pending.append((end + _delay_ns(rng), rig.RIG_TOPICS["event"], packet))
+        gt_log = rgb_stamp + round(RECEIVE_DELAY_S[1] * 1e9) + 1
+        pending.append((gt_log, GT_LABELS_TOPIC, _image_msg(ts, sample.labels, "mono8", rgb_stamp, rig.CAMERA_FRAME)))
+        scene = {
+            "condition": str(sample.condition),
+            "failures": ",".join(_as_strings(getattr(sample, "failures", ()))),
+            "seed": str(getattr(sample, "seed", spec.seed)),
+            "dropped": ",".join(drops),
+            "frame": str(index),
+        }
+        pending.append((gt_log + 1, GT_SCENE_TOPIC, _scene_msg(ts, rgb_stamp, scene)))
+    duration_ns = spec.frames * period_ns
+    for modality in ("depth", "lidar"):
+        sensor_period = round(1e9 / spec.rates.get(modality, spec.rate_hz))
+        for nominal in range(start_ns, start_ns + duration_ns, sensor_period):
+            index = min(round((nominal - start_ns) / period_ns), spec.frames - 1)  # the scene at that time
+            if modality in dropped[index]:
+                continue
+            stamp = nominal + round(SENSOR_OFFSETS_S[modality] * 1e9) + _jitter_ns(rng)
+            sample = samples[index]
+            if modality == "depth":
+                msg = rig.compressed_depth(make, sample.frames["depth"], stamp)
+            else:
+                msg = rig.point_cloud(make, sample.frames["lidar"], sample.intrinsics, stamp)
+            pending.append((stamp + _delay_ns(rng), rig.RIG_TOPICS[modality], msg))
+    types = {rig.RIG_TOPICS[m]: MESSAGE_TYPES[kind] for m, kind in rig.RIG_TYPES.items()}
+    types |= {
+        rig.CAMERA_INFO_TOPIC: "sensor_msgs/msg/CameraInfo",
+        TF_STATIC_TOPIC: "tf2_msgs/msg/TFMessage",
+        GT_LABELS_TOPIC: IMAGE_TYPE,
+        GT_SCENE_TOPIC: SCENE_TYPE,
+    }
+    counts = _write_pending(path, ts, pending, progress, types)
     return BagSummary(path, spec.frames, counts, sorted(set(schedule), key=schedule.index))
 
 
@@ -271,6 +373,12 @@ def write_bag(
         frames += 1
     counts = _write_pending(path, ts, pending, progress)
     return BagSummary(path, frames, counts, list(dict.fromkeys(conditions)))
+
+
+def _rgb_stamp(seed: int, index: int, nominal_ns: int) -> int:
+    """A frame's RGB stamp, from its own random stream: the Image and the rig recording of a scene share it, so
+    their evaluations can be compared stamp by stamp."""
+    return nominal_ns + _jitter_ns(np.random.default_rng((seed, index)))
 
 
 def _jitter_ns(rng: np.random.Generator) -> int:
@@ -312,6 +420,31 @@ def bag_topics(path: str | Path) -> dict[str, tuple[str, int]]:
         return {name: (info.msgtype, info.msgcount) for name, info in reader.topics.items()}
     finally:
         reader.close()
+
+
+def detect_inputs(types: dict[str, str], config: MemSamConfig) -> MemSamConfig:
+    """``config`` with each modality's topic and message type (``ros.<m>_topic``/``_type``) and the camera_info
+    topic taken from a bag's ``{topic: type}``, so replaying a rig's bag needs no flags: the configured topic
+    (of any type the modality accepts), its image_transport sub-topics (``<topic>/compressed``,
+    ``<topic>/compressedDepth``), else for LiDAR the bag's PointCloud2 topic and for events its event-stream
+    topic. A modality found nowhere keeps its configured topic (and is then absent)."""
+    kind_of = {msgtype: kind for kind, msgtype in MESSAGE_TYPES.items()}
+    configured = modality_topics(config)
+    updates: dict[str, str] = {}
+    for modality, topic in configured.items():
+        candidates = [topic, *(f"{topic}/{transport}" for transport in TRANSPORTS)]
+        streams = {"lidar": ("pointcloud",), "event": ("event_packet", "event_array")}.get(modality, ())
+        candidates += sorted(t for t, msgtype in types.items() if kind_of.get(msgtype) in streams)
+        for candidate in candidates:
+            kind = kind_of.get(types.get(candidate, ""))
+            if kind in ACCEPTED[modality]:
+                updates[f"{modality}_topic"], updates[f"{modality}_type"] = candidate, kind
+                break
+    reference = config.sync.reference
+    info = config.ros.camera_info_topic or camera_info_topic(configured[reference])
+    if info in types:
+        updates["camera_info_topic"] = info
+    return config.model_copy(update={"ros": config.ros.model_copy(update=updates)})
 
 
 def require_topics(path: str | Path, available: Iterable[str], required: dict[str, str]) -> None:
@@ -366,18 +499,18 @@ def read_synthetic_bag(path: str | Path) -> dict[str, list[tuple[int, Any]]]:
 
 
 # ---------------------------------------------------------------------- CLI
-def _parse_drop(items: Sequence[str]) -> dict[str, float]:
+def _parse_pairs(items: Sequence[str], flag: str, expected: str) -> dict[str, float]:
     """``["lidar:0.2", "event:0.1"]`` → ``{"lidar": 0.2, "event": 0.1}``."""
-    drop: dict[str, float] = {}
+    pairs: dict[str, float] = {}
     for item in items:
         modality, sep, value = item.partition(":")
         try:
-            drop[modality] = float(value)
+            pairs[modality] = float(value)
         except ValueError:
             sep = ""
         if not sep:
-            raise ValueError(f"--drop {item!r}: expected MODALITY:PROBABILITY, e.g. lidar:0.2")
-    return drop
+            raise ValueError(f"{flag} {item!r}: expected {expected}")
+    return pairs
 
 
 def make_bag_parser() -> argparse.ArgumentParser:
@@ -401,6 +534,15 @@ def make_bag_parser() -> argparse.ArgumentParser:
         metavar="MODALITY:P",
         help="simulated sensor dropouts, e.g. --drop lidar:0.2 event:0.1",
     )
+    parser.add_argument(
+        "--rig",
+        action="store_true",
+        help="record as a real rig publishes: compressed RGB + camera_info, compressedDepth, PointCloud2 in the "
+        "LiDAR frame with /tf_static, an EventPacket stream (default: the four as registered Images)",
+    )
+    parser.add_argument(
+        "--rates", nargs="*", default=[], metavar="MODALITY:HZ", help="--rig: depth/LiDAR rates, e.g. lidar:15"
+    )
     return parser
 
 
@@ -415,7 +557,9 @@ def make_bag_main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             rate_hz=args.rate,
             conditions=tuple(args.conditions),
-            drop=_parse_drop(args.drop),
+            drop=_parse_pairs(args.drop, "--drop", "MODALITY:PROBABILITY, e.g. lidar:0.2"),
+            rig=args.rig,
+            rates=_parse_pairs(args.rates, "--rates", "MODALITY:HZ, e.g. lidar:15"),
         )
         summary = write_synthetic_bag(args.out, spec, progress=True)
     except (ValueError, BagError) as err:

@@ -26,14 +26,16 @@ from memsam_core.config import ConfigError, MemSamConfig, load_config, parse_ove
 from memsam_core.modalities import check_ros_sensors
 from memsam_core.model import CheckpointError
 from memsam_core.model.build import checkpoint_config
-from memsam_ros.codec import ImageDecodeError, check_modality, image_to_array
-from memsam_ros.frames import decode_set, received_from_message
+from memsam_ros.codec import ImageDecodeError, image_to_array
+from memsam_ros.frames import decode_set
+from memsam_ros.inputs import TF_STATIC_TOPIC, TF_TOPIC, InputConverter
 from memsam_ros.stamps import ns_to_s, stamp_ns
 from memsam_ros.sync import ModalitySynchronizer
 from memsam_ros.tools.bag_tools import (
     GT_LABELS_TOPIC,
     GT_SCENE_TOPIC,
     BagError,
+    detect_inputs,
     iter_messages,
     open_reader,
     require_topics,
@@ -69,6 +71,7 @@ def evaluate_bag_offline(
             segmenter = _load_segmenter(config, str(bag))
         config = segmenter.config  # the checkpoint's modalities, input contract and classes
         check_ros_sensors(config, config.inference.checkpoint or str(bag))  # a bag carries metric depth/LiDAR
+        config = detect_inputs({name: info.msgtype for name, info in reader.topics.items()}, config)
         topics = modality_topics(config)
         available = set(reader.topics)
         reference = config.sync.reference
@@ -87,15 +90,19 @@ def evaluate_bag_offline(
         has_scene = scene_topic in available
         board = Scoreboard(config.classes.names, palette, expect_scene=has_scene, max_overlays=max_overlays)
         sync = ModalitySynchronizer.from_config(config)
+        inputs = InputConverter(config)  # what the node converts each message type with
         by_topic = {t: m for m, t in topics.items() if t in available}
-        wanted = [*by_topic, gt_topic] + ([scene_topic] if has_scene else [])
+        geometry = [config.ros.camera_info_topic, TF_STATIC_TOPIC, TF_TOPIC] if inputs.needs_geometry else []
+        geometry = [t for t in geometry if t in available]
+        wanted = [*by_topic, gt_topic, *geometry] + ([scene_topic] if has_scene else [])
         total = sum(reader.topics[t].msgcount for t in wanted)
         decode_errors: dict[str, int] = {}
         inference_ms: list[float] = []
 
         def run_sets(sets: list) -> None:
             for synced in sets:
-                frames, errors = decode_set(synced.items)  # what the node's inference thread does
+                items = synced.items  # what the node's inference thread does:
+                frames, errors = decode_set(items, items[reference].stamp_ns)
                 for modality, reason in errors.items():
                     decode_errors[topics[modality]] = decode_errors.get(topics[modality], 0) + 1
                     LOG.warning("%s: %s", topics[modality], reason)
@@ -115,17 +122,21 @@ def evaluate_bag_offline(
 
         messages = iter_messages(reader, wanted)
         for topic, log_ns, msg in show_progress(messages, total=total, desc="evaluating", unit="msg", enabled=progress):
-            stamp = stamp_ns(msg.header)
+            stamp = stamp_ns(msg.header) if hasattr(msg, "header") else log_ns  # a TFMessage has none
             try:
                 if topic == gt_topic:
                     board.add_ground_truth(stamp, image_to_array(msg))
                 elif topic == scene_topic:
                     board.add_scene(stamp, scene_values(msg))
-                else:  # as the node: the layout is checked on arrival, pixels decoded only for a set
+                elif topic in (TF_STATIC_TOPIC, TF_TOPIC):
+                    inputs.on_tf(msg)
+                elif topic == config.ros.camera_info_topic and topic not in by_topic:
+                    if problem := inputs.on_camera_info(msg):
+                        LOG.warning("%s: %s", topic, problem)
+                else:  # as the node: header and layout on arrival, the rest decoded only for a set
                     modality = by_topic[topic]
-                    check_modality(msg, modality)
-                    received = received_from_message(modality, msg, log_ns * 1e-9)
-                    run_sets(sync.add(modality, ns_to_s(stamp), received, received.arrival))
+                    received, _ = inputs.receive(modality, msg, log_ns * 1e-9)
+                    run_sets(sync.add(modality, ns_to_s(received.stamp_ns), received, received.arrival))
             except (ImageDecodeError, ValueError) as err:
                 decode_errors[topic] = decode_errors.get(topic, 0) + 1
                 LOG.warning("%s at %d: cannot decode, skipped: %s", topic, stamp, err)

@@ -23,7 +23,6 @@ On a ROS install the equivalent is ``ros2 bag play BAG --rate R [--clock]`` (no 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import threading
 import time
@@ -34,6 +33,7 @@ from typing import Any
 
 from memsam_ros.cdr import read_header
 from memsam_ros.fastdds import use_large_data_profile
+from memsam_ros.inputs import TF_STATIC_TOPIC, message_class
 from memsam_ros.stamps import stamp_ns
 from memsam_ros.tools.bag_tools import SENSOR_TOPICS, BagError, open_reader
 from memsam_ros.tools.progress import progress as show_progress
@@ -50,12 +50,10 @@ class PlayStats:
     aborted: bool = False
 
 
-def message_class(msgtype: str) -> type:
-    """``sensor_msgs/msg/Image`` → ``sensor_msgs.msg.Image`` (the rclpy class, for the publisher type)."""
-    package, kind, name = msgtype.split("/")
+def _message_class(msgtype: str) -> type:
     try:
-        return getattr(importlib.import_module(f"{package}.{kind}"), name)
-    except (ImportError, AttributeError) as err:
+        return message_class(msgtype)
+    except ImportError as err:
         raise BagError(f"message type {msgtype} is not importable in this Python ({err})") from None
 
 
@@ -102,7 +100,7 @@ class BagPlayer:
         gate_timeout_s: float = DEFAULT_GATE_TIMEOUT_S,
         hold_reference_s: float = 0.0,
     ) -> None:
-        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
         if rate <= 0:
             raise ValueError(f"rate must be > 0, got {rate}")
@@ -124,7 +122,14 @@ class BagPlayer:
             history=HistoryPolicy.KEEP_LAST,
             reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
         )
-        self.publishers = {t: node.create_publisher(message_class(m), t, qos) for t, m in self.topics.items()}
+        # /tf_static is latched, as tf2's static broadcaster offers it: subscribers that come later still get it
+        latched = QoSProfile(
+            depth=qos_depth, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
+        self.publishers = {
+            t: node.create_publisher(_message_class(m), t, latched if t == TF_STATIC_TOPIC else qos)
+            for t, m in self.topics.items()
+        }
         self._clock_pub = None
         if clock:
             from rosgraph_msgs.msg import Clock

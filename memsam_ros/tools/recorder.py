@@ -31,13 +31,23 @@ from typing import Any
 import numpy as np
 
 from memsam_core.config import MemSamConfig
+from memsam_core.model.build import checkpoint_config
 from memsam_ros.codec import ImageDecodeError, decode_modality, image_to_array
+from memsam_ros.compressed import decode_compressed_image
 from memsam_ros.info import info_dict, info_wire_type
+from memsam_ros.inputs import MESSAGE_TYPES, TF_STATIC_TOPIC, message_class
 from memsam_ros.stamps import stamp_ns
-from memsam_ros.tools.bag_tools import GT_LABELS_TOPIC, GT_SCENE_TOPIC, BagError, bag_topics, scene_values
+from memsam_ros.tools.bag_tools import (
+    GT_LABELS_TOPIC,
+    GT_SCENE_TOPIC,
+    BagError,
+    bag_topics,
+    detect_inputs,
+    scene_values,
+)
 from memsam_ros.tools.player import BagPlayer
 from memsam_ros.tools.scoring import EvaluationRun, Prediction, Scoreboard
-from memsam_ros.topics import modality_topics
+from memsam_ros.topics import camera_info_topic, modality_topics
 
 LOG = logging.getLogger(__name__)
 EVAL_NODE_NAME = "memsam_eval_segment"
@@ -56,6 +66,7 @@ class EvalRecorder:
         gt_topic: str = GT_LABELS_TOPIC,
         scene_topic: str | None = GT_SCENE_TOPIC,
         rgb_topic: str | None = None,
+        rgb_type: str = "image",
     ) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -80,8 +91,10 @@ class EvalRecorder:
         ros_node.create_subscription(Image, gt_topic, self._on_ground_truth, qos)
         if scene_topic:
             ros_node.create_subscription(DiagnosticArray, scene_topic, self._on_scene, qos)
+        decode = decode_modality if rgb_type == "image" else decode_compressed_image
+        self._decode_rgb = lambda msg: decode(msg, "rgb")
         if rgb_topic:
-            ros_node.create_subscription(Image, rgb_topic, self._on_rgb, qos)
+            ros_node.create_subscription(message_class(MESSAGE_TYPES[rgb_type]), rgb_topic, self._on_rgb, qos)
 
     def outputs_matched(self) -> bool:
         """The node's ``~/labels`` and ``~/info`` publishers are matched with our subscriptions."""
@@ -113,7 +126,7 @@ class EvalRecorder:
 
     def _on_rgb(self, msg: Any) -> None:
         try:
-            rgb = decode_modality(msg, "rgb")
+            rgb = self._decode_rgb(msg)
         except ImageDecodeError:
             return
         with self._lock:
@@ -227,12 +240,18 @@ def evaluate_bag_live(
 
     started = time.monotonic()
     topics_in_bag = bag_topics(bag)  # raises BagError for a missing/unreadable bag
+    if config.inference.checkpoint:  # the node gets the checkpoint's model, input contract and classes
+        config = checkpoint_config(config.inference.checkpoint, config, str(config_path or "<config>"))
+    config = detect_inputs({t: msgtype for t, (msgtype, _) in topics_in_bag.items()}, config)
     sensor_topics = modality_topics(config)
     reference_topic = sensor_topics[config.sync.reference]
     for topic, why in ((reference_topic, "reference modality"), (gt_topic, "ground truth")):
         if topic not in topics_in_bag:
             raise BagError(f"{bag}: missing topic {topic} ({why}); the bag has {', '.join(sorted(topics_in_bag))}")
     play_topics = [t for t in sensor_topics.values() if t in topics_in_bag] + [gt_topic]
+    info_topic = config.ros.camera_info_topic or camera_info_topic(reference_topic)
+    geometry = [info_topic] + ([TF_STATIC_TOPIC] if config.ros.lidar_type == "pointcloud" else [])
+    play_topics += [t for t in geometry if t in topics_in_bag]  # the node subscribes to both
     has_scene = scene_topic in topics_in_bag
     if has_scene:
         play_topics.append(scene_topic)
@@ -263,7 +282,13 @@ def evaluate_bag_live(
         )
         board = Scoreboard(config.classes.names, palette, expect_scene=has_scene, max_overlays=max_overlays)
         recorder = EvalRecorder(
-            ros_node, board, f"/{EVAL_NODE_NAME}", gt_topic, scene_topic if has_scene else None, sensor_topics["rgb"]
+            ros_node,
+            board,
+            f"/{EVAL_NODE_NAME}",
+            gt_topic,
+            scene_topic if has_scene else None,
+            sensor_topics["rgb"],
+            config.ros.rgb_type,
         )
         player = BagPlayer(
             ros_node,
@@ -278,7 +303,8 @@ def evaluate_bag_live(
         # every subscriber matched before the first message: the node on its sensor topics, the recorder
         # on RGB + ground truth (DDS discovery is asynchronous and late joiners miss RELIABLE messages too)
         recorder_topics = {sensor_topics["rgb"], gt_topic, scene_topic}
-        expected = {t: int(t in sensor_topics.values()) + int(t in recorder_topics) for t in play_topics}
+        node_topics = {*sensor_topics.values(), *geometry}
+        expected = {t: int(t in node_topics) + int(t in recorder_topics) for t in play_topics}
         node_ready = _wait_until(
             lambda: (
                 all(player.publishers[t].get_subscription_count() >= n for t, n in expected.items())
