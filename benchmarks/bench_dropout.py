@@ -21,10 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-# The sam2 wheel installs its own top-level ``training`` package; make sure ours (repo root) wins.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine_description
+from common import machine_description, synthetic_training
 
 from memsam_core.config import load_config
 from memsam_training.evaluate import evaluate_subsets
@@ -35,24 +34,9 @@ MODALITIES = ["rgb", "depth", "lidar", "event"]
 
 def run_variant(name: str, dropout: float, args: argparse.Namespace, out_root: Path) -> dict:
     overrides = {
-        "model.image_size": args.image_size,
-        "model.modalities": MODALITIES,
-        "data.synthetic_height": args.image_size,
-        "data.synthetic_width": args.image_size,
-        "data.synthetic_train_size": args.train_size,
-        "data.synthetic_val_size": args.val_size,
-        "train.crop_size": args.image_size,
-        "train.epochs": args.epochs,
-        "train.eval_every": args.epochs,
-        "train.batch_size": args.batch_size,
-        "train.lr": args.lr,
-        "train.warmup_epochs": 0.5,
+        **synthetic_training(args, MODALITIES, out_root / name),
         "train.spmm_scale": 10.0,
         "train.modality_dropout": dropout,
-        "train.threads": args.threads,
-        "train.seed": args.seed,
-        "train.output_dir": str(out_root / name),
-        "inference.device": args.device,
     }
     trainer = Trainer(load_config(None, overrides))
     start = time.perf_counter()

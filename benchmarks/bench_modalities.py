@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-# The sam2 wheel installs its own top-level ``training`` package; make sure ours (repo root) wins.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import synthetic_training
 
 from memsam_core.config import load_config
 from memsam_training.data import raw_dataset
@@ -41,24 +41,9 @@ EVAL_CONDITIONS = ["sun", "fog", "night"]
 def run_variant(name: str, args: argparse.Namespace, out_root: Path) -> dict:
     modalities, spmm = VARIANTS[name]
     overrides = {
-        "model.image_size": args.image_size,
-        "model.modalities": modalities,
-        "data.synthetic_height": args.image_size,
-        "data.synthetic_width": args.image_size,
-        "data.synthetic_train_size": args.train_size,
-        "data.synthetic_val_size": args.val_size,
-        "train.crop_size": args.image_size,
-        "train.epochs": args.epochs,
-        "train.eval_every": args.epochs,
-        "train.batch_size": args.batch_size,
-        "train.lr": args.lr,
-        "train.warmup_epochs": 0.5,
+        **synthetic_training(args, modalities, out_root / name),
         "train.spmm": spmm,
         "train.spmm_scale": args.spmm_scale,
-        "train.threads": args.threads,
-        "train.seed": args.seed,
-        "train.output_dir": str(out_root / name),
-        "inference.device": args.device,
     }
     cfg = load_config(None, overrides)
     trainer = Trainer(cfg)

@@ -8,6 +8,8 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -93,3 +95,26 @@ def machine_description() -> str:
     if torch.cuda.is_available():
         text += f", {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
     return text
+
+
+def synthetic_training(args: Any, modalities: list[str], output_dir: Path) -> dict[str, Any]:
+    """The training overrides every synthetic-scene benchmark shares: its image size, set sizes, budget (epochs,
+    batch, lr), threads, seed and device, from ``args``; the caller adds what its variants change."""
+    return {
+        "model.image_size": args.image_size,
+        "model.modalities": modalities,
+        "data.synthetic_height": args.image_size,
+        "data.synthetic_width": args.image_size,
+        "data.synthetic_train_size": args.train_size,
+        "data.synthetic_val_size": args.val_size,
+        "train.crop_size": args.image_size,
+        "train.epochs": args.epochs,
+        "train.eval_every": args.epochs,
+        "train.batch_size": args.batch_size,
+        "train.lr": args.lr,
+        "train.warmup_epochs": 0.5,
+        "train.threads": args.threads,
+        "train.seed": args.seed,
+        "train.output_dir": str(output_dir),
+        "inference.device": args.device,
+    }

@@ -14,10 +14,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
+from checkpoints import perturbed_checkpoint
 
 from memsam_core.config import load_config
-from memsam_core.model import build_memorysam, save_checkpoint
 from memsam_ros.tools.bag_tools import BagSpec, write_synthetic_bag
 from memsam_ros.tools.evaluate import evaluate_bag_offline
 from memsam_ros.tools.recorder import evaluate_bag_live
@@ -30,17 +29,7 @@ SPEC = BagSpec(frames=5, height=48, width=64, seed=11, conditions=("sun", "fog")
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A checkpoint with non-zero LoRA/decoder weights, so a wrong load or merge would change the output."""
-    config = load_config(None, {"model.image_size": 128})
-    model = build_memorysam(config.model, seed=1)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.requires_grad:
-                param.add_(torch.randn(param.shape, generator=generator) * 0.02)
-    path = tmp_path_factory.mktemp("ckpt") / "random.pt"
-    save_checkpoint(path, model, config.to_dict())
-    return path
+    return perturbed_checkpoint(tmp_path_factory.mktemp("ckpt") / "random.pt")
 
 
 def test_live_and_offline_agree(ros_context, checkpoint: Path, tmp_path: Path) -> None:

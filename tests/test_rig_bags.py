@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
+from checkpoints import perturbed_checkpoint
 
 from memsam_core.config import load_config
-from memsam_core.model import build_memorysam, save_checkpoint
 from memsam_ros.tools import rig
 from memsam_ros.tools.bag_tools import BagSpec, bag_topics, detect_inputs, write_synthetic_bag
 from memsam_ros.tools.evaluate import evaluate_bag_offline
@@ -25,17 +24,7 @@ SPEC = BagSpec(frames=6, height=96, width=128, seed=4, conditions=("sun", "night
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Non-zero LoRA/decoder weights: predictions depend on every input."""
-    config = load_config(None, {"model.image_size": 128})
-    model = build_memorysam(config.model, seed=1)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.requires_grad:
-                param.add_(torch.randn(param.shape, generator=generator) * 0.02)
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_checkpoint(path, model, config)
-    return path
+    return perturbed_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt")
 
 
 @pytest.fixture(scope="module")
