@@ -110,7 +110,8 @@ class InputConverter:
                 self.camera_error = f"CameraInfo unusable: {err}"
             return self.camera_error
         with self._lock:
-            self.camera = camera
+            if camera != self.camera:  # drivers repeat the same calibration with every image: keep its fold radius
+                self.camera = camera
         return None
 
     def on_tf(self, msg: Any) -> None:
