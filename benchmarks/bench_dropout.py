@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine_description, synthetic_training
+from common import add_training_budget_args, machine_description, synthetic_training
 
 from memsam_core.config import load_config
 from memsam_training.evaluate import evaluate_subsets
@@ -93,16 +93,7 @@ def markdown(base: dict, dropout: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--p", type=float, default=0.5, help="modality dropout probability of the second variant")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--train-size", type=int, default=64)
-    parser.add_argument("--val-size", type=int, default=20, help="held-out scenes, cycling the five conditions")
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
-    parser.add_argument("--seed", type=int, default=3407)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", default="", help="folder for runs and results.json (default: a temp dir)")
+    add_training_budget_args(parser, 4, 64, 20, "held-out scenes, cycling the five conditions")
     parser.add_argument("--table-from", default="", help="print the table of an earlier run's results.json")
     args = parser.parse_args()
     if args.table_from:

@@ -14,16 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import synthetic_training
+from common import add_training_budget_args, machine_description, synthetic_training
 
 from memsam_core.config import load_config
 from memsam_training.data import raw_dataset
@@ -87,23 +84,13 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--train-size", type=int, default=48)
-    parser.add_argument("--val-size", type=int, default=15, help="held-out scenes, cycling sun/fog/night")
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    add_training_budget_args(parser, 3, 48, 15, "held-out scenes, cycling sun/fog/night")
     parser.add_argument("--spmm-scale", type=float, default=10.0)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
-    parser.add_argument("--seed", type=int, default=3407)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", default="", help="folder for runs and results.json (default: a temp dir)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     out_root = Path(args.out or tempfile.mkdtemp(prefix="memsam_bench_"))
     rows = [run_variant(name, args, out_root) for name in args.variants]
-    cpu = platform.processor() or platform.machine()
-    machine = f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    machine = machine_description()
     table = markdown(rows)
     print(
         f"\n{machine}; {args.epochs} epochs x {args.train_size} scenes, {args.image_size} px, "

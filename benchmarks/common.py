@@ -97,6 +97,20 @@ def machine_description() -> str:
     return text
 
 
+def add_training_budget_args(parser: Any, epochs: int, train_size: int, val_size: int, val_help: str) -> None:
+    """The command-line budget :func:`synthetic_training` reads (defaults per benchmark)."""
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--train-size", type=int, default=train_size)
+    parser.add_argument("--val-size", type=int, default=val_size, help=val_help)
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    parser.add_argument("--seed", type=int, default=3407)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", default="", help="folder for runs and results.json (default: a temp dir)")
+
+
 def synthetic_training(args: Any, modalities: list[str], output_dir: Path) -> dict[str, Any]:
     """The training overrides every synthetic-scene benchmark shares: its image size, set sizes, budget (epochs,
     batch, lr), threads, seed and device, from ``args``; the caller adds what its variants change."""
