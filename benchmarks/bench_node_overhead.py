@@ -18,11 +18,14 @@ Per set (CLOCK_MONOTONIC is shared by both processes):
   synchronising, decoding the set's images, encoding and publishing the labels) plus the DDS transport of
   the RGB image in and the labels out;
 * inside the node: ``~/info`` ``total_latency_ms`` (RGB callback -> labels published) - model time;
+* transport floor: the same traffic with ``benchmarks/transport_echo.py`` in the node's place (a bare rclpy
+  process, same QoS and Fast DDS profile, that answers each RGB image at once with a ready-made 1 MiB labels
+  message): what rclpy and Fast DDS alone cost; the node's own share is the node's overhead minus it.
 
 The network runs at ``--net-size`` (default 128 px, so a set takes well under a second on a CPU); the
 overhead does not depend on it, only the model time does.
 
-    python benchmarks/bench_node_overhead.py [--sets 60] [--size 1024] [--net-size 128]
+    python benchmarks/bench_node_overhead.py [--sets 60] [--size 1024] [--net-size 128] [--no-floor]
 """
 
 from __future__ import annotations
@@ -61,6 +64,11 @@ def incoming_arrays(size: int, seed: int = 0) -> dict[str, np.ndarray]:
         "lidar": lidar,
         "event": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
     }
+
+
+def minor_faults(pid: int) -> int:
+    """Minor page faults of a process so far (``/proc/PID/stat`` field 10)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
 
 
 def run(command: list[str], args: argparse.Namespace, with_info: bool = True) -> dict[str, np.ndarray]:
@@ -143,12 +151,15 @@ def run(command: list[str], args: argparse.Namespace, with_info: bool = True) ->
             if not done:
                 lost += 1  # best-effort input lost on the way
                 continue
+            if index == args.warmup - 1:
+                faults_before = minor_faults(child.pid)
             if index >= args.warmup:
                 end_to_end.append((labels_at[stamp] - sent) * 1e3)
                 if with_info:
                     model.append(infos[stamp]["inference_ms"])
                     inside.append(infos[stamp]["total_latency_ms"] - infos[stamp]["inference_ms"])
             time.sleep(0.05)
+        faults = (minor_faults(child.pid) - faults_before) / max(1, args.sets)
     finally:
         executor.shutdown()
         rig.destroy_node()
@@ -159,7 +170,13 @@ def run(command: list[str], args: argparse.Namespace, with_info: bool = True) ->
         except subprocess.TimeoutExpired:
             child.kill()
         log.close()
-    return {"end_to_end": np.array(end_to_end), "model": np.array(model), "inside": np.array(inside), "lost": lost}
+    return {
+        "end_to_end": np.array(end_to_end),
+        "model": np.array(model),
+        "inside": np.array(inside),
+        "lost": lost,
+        "faults": faults,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=1024, help="input image size (square)")
     parser.add_argument("--net-size", type=int, default=128, help="network input size (model time only)")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
+    parser.add_argument("--no-floor", action="store_true", help="skip the transport floor (transport_echo.py) run")
     args = parser.parse_args(argv)
     node_command = [
         sys.executable, "-m", "memsam_ros.node", "--ros-args", "--params-file", str(ROOT / "config/segment.yaml"),
@@ -176,18 +194,30 @@ def main(argv: list[str] | None = None) -> int:
     ]  # fmt: skip
     node = run(node_command, args, with_info=True)
     overhead = node["end_to_end"] - node["model"]
-    lost = node["lost"]
+    echo = [sys.executable, str(ROOT / "benchmarks" / "transport_echo.py")]
+    floor = None if args.no_floor else run(echo, args, with_info=False)
+    lost = node["lost"] + (0 if floor is None else floor["lost"])
     print(f"# {machine_description()}; {args.size}x{args.size} inputs (4 modalities), network {args.net_size} px, "
-          f"{len(overhead)} sets ({args.warmup} warm-up discarded, {lost} lost on the way)")  # fmt: skip
+          f"{len(overhead)} sets per run ({args.warmup} warm-up discarded, {lost} lost on the way)")  # fmt: skip
     print("| per set | p50 ms | p99 ms |")
     print("|---|---|---|")
-    for name, values in (
+    rows = [
         ("node process: RGB published -> ~/labels received", node["end_to_end"]),
         ("model time (~/info inference_ms)", node["model"]),
         ("**node overhead = end to end - model time**", overhead),
         ("inside the node: RGB callback -> labels published, minus model time", node["inside"]),
-    ):
+    ]
+    if floor is not None:
+        rows.append(("transport floor: bare rclpy echo in the node's place, RGB published -> labels received",
+                     floor["end_to_end"]))  # fmt: skip
+    for name, values in rows:
         print(f"| {name} | {np.percentile(values, 50):.1f} | {np.percentile(values, 99):.1f} |")
+    if floor is not None:
+        share = [np.percentile(overhead, q) - np.percentile(floor["end_to_end"], q) for q in (50, 99)]
+        print(f"| the node's own share: overhead - transport floor (difference of percentiles) | {share[0]:.1f} | "
+              f"{share[1]:.1f} |")  # fmt: skip
+    print(f"# minor page faults per set: node process {node['faults']:.0f}"
+          + ("" if floor is None else f", transport-floor process {floor['faults']:.0f}"))  # fmt: skip
     print(f"# node overhead p50 {np.percentile(overhead, 50):.1f} ms, p99 {np.percentile(overhead, 99):.1f} ms "
           "(target <= 5 ms on CPU)")  # fmt: skip
     return 0

@@ -53,6 +53,7 @@ from memsam_ros.codec import ImageDecodeError, array_to_cdr, check_modality
 from memsam_ros.diagnostics import PipelineHealth, diagnostic_array
 from memsam_ros.fastdds import PROFILE_VARIABLE, use_large_data_profile
 from memsam_ros.frames import Received, decode_set, received_from_cdr, received_from_raw
+from memsam_ros.heap import keep_large_buffers
 from memsam_ros.info import BUILD_MSGS_HINT, info_message_type, make_info
 from memsam_ros.inputs import MESSAGE_TYPES, TF_STATIC_TOPIC, TF_TOPIC, InputConverter, message_class
 from memsam_ros.params import (
@@ -72,6 +73,7 @@ NODE_NAME = "memsam_segment"
 FORWARD_JUMP_TOLERANCE_S = 1.0  # stamp advancing this much more than wall time = jump forward
 MAX_NONFINITE_DEPTH_FRACTION = 0.5  # warn above this share of NaN/Inf depth pixels (REP 118 allows some)
 GIL_SWITCH_INTERVAL_CPU_S = 0.0005
+WORKER_HANDOFF_TIMEOUT_S = 0.005  # an idle worker takes a set within ~0.1 ms; never longer than this
 _DIGITS = re.compile(r"\d+(\.\d+)?")
 _QOS_OVERRIDES = "qos_overrides."
 
@@ -545,8 +547,8 @@ class SegmentNode(LifecycleNode):
 
     def _submit(self, sets: list[SyncedSet]) -> None:
         for synced in sets:
-            if self._worker is not None:
-                self._worker.submit(synced)
+            if self._worker is not None:  # the hand-off wait starts the set now, not at the next GIL switch
+                self._worker.submit(synced, handoff_timeout_s=WORKER_HANDOFF_TIMEOUT_S)
 
     # ------------------------------------------------------------------ inference (worker thread)
     def _process(self, synced: SyncedSet) -> None:
@@ -796,6 +798,7 @@ def main(args: list[str] | None = None) -> int:
     """``memsam-node --ros-args --params-file config/segment.yaml``; returns 2 on a start-up error."""
     argv = list(sys.argv if args is None else args)
     profile = use_large_data_profile()  # before rclpy.init: Fast DDS reads it when the participant is made
+    heap = keep_large_buffers()  # before the first message: every image buffer is reused, never faulted in again
     try:
         rclpy.init(args=argv)
     except RuntimeError as err:  # rcl could not parse the command line / params file
@@ -804,7 +807,7 @@ def main(args: list[str] | None = None) -> int:
     node: SegmentNode | None = None
     try:
         node = SegmentNode(argv=argv, tune_interpreter=True)
-        node.get_logger().info(f"Fast DDS profile: {profile or 'Fast DDS defaults'} ({PROFILE_VARIABLE})")
+        node.get_logger().info(f"Fast DDS profile: {profile or 'Fast DDS defaults'} ({PROFILE_VARIABLE}); {heap}")
         executor = SingleThreadedExecutor()  # callbacks only read headers and synchronise: one thread is enough
         executor.add_node(node)
         if node.config.ros.autostart:

@@ -305,3 +305,4 @@ def test_node_process_segments_and_exits_cleanly_on_sigint(tmp_path):
         context.try_shutdown()
     assert proc.returncode == 0, output
     assert "Traceback" not in output
+    assert "malloc keeps freed buffers" in output, "the node process must reuse image buffers (memsam_ros/heap.py)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -164,3 +165,41 @@ def test_stop_leaves_waiting_item_and_start_twice_fails(gate: threading.Event) -
     worker.start()  # restartable: picks up the waiting item
     assert worker.wait_idle(TIMEOUT) and worker.processed == 2
     assert worker.stop(TIMEOUT)
+
+
+def test_handoff_an_idle_worker_takes_the_item_before_submit_returns(gate: threading.Event) -> None:
+    """Without the hand-off wait, the woken worker needs the GIL, which this thread keeps for a switch interval."""
+    worker = LatestWorker(lambda item: gate.wait(TIMEOUT))
+    worker.start()
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)  # no forced GIL switch during the assertions below
+    try:
+        worker.submit(0, handoff_timeout_s=TIMEOUT)
+        taken = not worker.waiting
+        t0 = time.monotonic()
+        worker.submit(1, handoff_timeout_s=TIMEOUT)  # busy worker: never waited for
+        elapsed = time.monotonic() - t0
+        still_waiting = worker.waiting
+    finally:
+        sys.setswitchinterval(previous)
+    assert taken, "submit returned before the idle worker took the item"
+    assert elapsed < 0.5 and still_waiting, "submit waited for a busy worker"
+    gate.set()
+    assert worker.wait_idle(TIMEOUT) and worker.processed == 2 and invariant(worker)
+    assert worker.stop(TIMEOUT)
+
+
+def test_without_handoff_the_item_waits_for_the_gil() -> None:
+    """The control for the test above: the same sequence with no hand-off leaves the item untaken."""
+    worker = LatestWorker(lambda item: None)
+    worker.start()
+    time.sleep(0.05)  # the worker thread is waiting for an item
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)
+    try:
+        worker.submit(0)
+        waiting = worker.waiting
+    finally:
+        sys.setswitchinterval(previous)
+    assert waiting
+    assert worker.wait_idle(TIMEOUT) and worker.stop(TIMEOUT)

@@ -33,6 +33,7 @@ from typing import Any
 
 from memsam_ros.cdr import read_header
 from memsam_ros.fastdds import use_large_data_profile
+from memsam_ros.heap import keep_large_buffers
 from memsam_ros.inputs import TF_STATIC_TOPIC, message_class
 from memsam_ros.stamps import stamp_ns
 from memsam_ros.tools.bag_tools import SENSOR_TOPICS, BagError, open_reader
@@ -283,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser().parse_args(argv)
     use_large_data_profile()  # the images it publishes are large (memsam_ros.fastdds)
+    keep_large_buffers()  # each bag message is a fresh multi-MiB buffer (memsam_ros.heap)
     rclpy.init()
     node = rclpy.create_node("memsam_bag_player")
     executor = SingleThreadedExecutor()
