@@ -137,6 +137,7 @@ def run(command: list[str], args: argparse.Namespace, with_info: bool = True) ->
             time.sleep(0.1)
         time.sleep(1.0)
         stamp = 1_000_000_000_000
+        faults_before = minor_faults(child.pid)  # counted again after the warm-up
         for index in range(args.warmup + args.sets):
             stamp += 100_000_000
             # serialized before the clock starts, as a C++ driver or a bag player hands DDS its bytes
