@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from memsam_core.config import load_config
@@ -24,6 +23,8 @@ from memsam_ros.cdr import read_header
 from memsam_ros.codec import array_to_cdr
 from memsam_ros.fastdds import use_large_data_profile
 from memsam_ros.heap import keep_large_buffers
+from memsam_ros.qos import input_qos, output_qos
+from memsam_ros.topics import modality_topics
 
 NODE_NAME = "memsam_segment"  # the node's name: same topics, so the benchmark's subscriber is unchanged
 
@@ -33,22 +34,18 @@ def main() -> int:
     keep_large_buffers()  # as the node does
     rclpy.init(args=sys.argv)
     # the shipped node parameters: input topics, QoS depth and reliability
-    ros = load_config(Path(__file__).resolve().parents[1] / "config" / "segment.yaml").ros
+    config = load_config(Path(__file__).resolve().parents[1] / "config" / "segment.yaml")
     node = rclpy.create_node(NODE_NAME)
-    depth = ros.qos_depth
-    reliability = ReliabilityPolicy.RELIABLE if ros.reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
-    inputs = QoSProfile(depth=depth, reliability=reliability, history=HistoryPolicy.KEEP_LAST)
-    outputs = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-    labels = node.create_publisher(Image, "~/labels", outputs)
+    labels = node.create_publisher(Image, "~/labels", output_qos(config.ros.qos_depth))
     answer = np.zeros((1024, 1024), np.uint8)
 
     def on_rgb(raw: bytes) -> None:
         stamp_ns, frame_id = read_header(raw)
         labels.publish(array_to_cdr(answer, "mono8", stamp_ns, frame_id))
 
-    for modality in ("rgb", "depth", "lidar", "event"):
+    for modality, topic in modality_topics(config, node.resolve_topic_name).items():
         callback = on_rgb if modality == "rgb" else (lambda raw: None)
-        node.create_subscription(Image, getattr(ros, f"{modality}_topic"), callback, inputs, raw=True)
+        node.create_subscription(Image, topic, callback, input_qos(config.ros), raw=True)
     executor = SingleThreadedExecutor()  # as the node's
     executor.add_node(node)
     try:

@@ -2,8 +2,8 @@
 
 Every message rclpy takes (raw bytes), Fast DDS copies and the node decodes is a fresh multi-MiB buffer. glibc
 serves those with ``mmap`` (above its dynamic threshold) or returns them to the kernel at the heap top, so the
-next message faults in its pages again: measured 10,600 minor faults per 1024² 4-modality set (14 MiB in), 13 ms
-of a bare rclpy echo's 14 ms round trip on a 2-vCPU VM, and 0 faults / 5.5 ms with the buffers kept
+next message faults in its pages again: measured 10,600 minor faults per 1024² 4-modality set (14 MiB in) and
+a bare rclpy echo's 13-15 ms round trip on a 2-vCPU VM, and 0 faults / 3.9-5.1 ms with the buffers kept
 (``benchmarks/bench_node_overhead.py``). ``mallopt`` raises the mmap threshold to glibc's maximum and the trim
 threshold so freed buffers are reused. A user's ``GLIBC_TUNABLES`` / ``MALLOC_*_`` settings win; other C
 libraries are left alone.

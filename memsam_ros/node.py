@@ -63,6 +63,7 @@ from memsam_ros.params import (
     parameter_source,
     unknown_overrides,
 )
+from memsam_ros.qos import input_qos, output_qos, tf_qos, tf_static_qos
 from memsam_ros.stamps import ns_to_s, to_time
 from memsam_ros.sync import BACKJUMP_RESET_S, ModalitySynchronizer, SyncedSet
 from memsam_ros.throttle import WarningThrottle
@@ -110,15 +111,6 @@ class _ForwardToRosLogger(logging.Handler):
             self._logger.warning(text)
         else:
             self._logger.info(text)
-
-
-def _tf_static_qos() -> QoSProfile:
-    """What tf2's static broadcaster offers: reliable, transient local (latched)."""
-    return QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
-
-def _tf_qos() -> QoSProfile:
-    return QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 
 
 class SegmentNode(LifecycleNode):
@@ -342,10 +334,8 @@ class SegmentNode(LifecycleNode):
         depth = self.config.ros.qos_depth
 
         def publisher(msg_type: type, topic: str) -> Any:
-            # a fresh profile each: rclpy applies qos_overrides.<topic>.* to the profile object in place
-            qos = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
             options = QoSOverridingOptions.with_default_policies()
-            return self.create_lifecycle_publisher(msg_type, topic, qos, qos_overriding_options=options)
+            return self.create_lifecycle_publisher(msg_type, topic, output_qos(depth), qos_overriding_options=options)
 
         self.pub_labels = publisher(Image, "~/labels")
         self.pub_color = publisher(Image, "~/color")
@@ -361,13 +351,7 @@ class SegmentNode(LifecycleNode):
         self.pub_class_names = self.create_lifecycle_publisher(String, "~/class_names", latched)
 
     def _input_qos(self) -> QoSProfile:
-        ros = self.config.ros
-        return QoSProfile(
-            depth=ros.qos_depth,
-            reliability=ReliabilityPolicy.RELIABLE if ros.reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT,
-            history=HistoryPolicy.KEEP_LAST,
-            durability=DurabilityPolicy.VOLATILE,
-        )
+        return input_qos(self.config.ros)
 
     def _subscribe(self) -> None:
         if self._inputs:
@@ -386,8 +370,8 @@ class SegmentNode(LifecycleNode):
                 inputs.append((self._message_class(m), self.topics[m], self._raw_callback(m), True, self._input_qos))
         inputs.append((CameraInfo, self.camera_info_topic, self._on_camera_info, False, self._input_qos))
         if self.inputs.needs_geometry:  # LiDAR -> camera transform
-            inputs.append((self._message_class("tf"), TF_STATIC_TOPIC, self.inputs.on_tf, False, _tf_static_qos))
-            inputs.append((self._message_class("tf"), TF_TOPIC, self.inputs.on_tf, False, _tf_qos))
+            inputs.append((self._message_class("tf"), TF_STATIC_TOPIC, self.inputs.on_tf, False, tf_static_qos))
+            inputs.append((self._message_class("tf"), TF_TOPIC, self.inputs.on_tf, False, tf_qos))
         for msg_type, topic, callback, raw, qos in inputs:  # raw: only the header is read here (see _on_image)
             try:
                 self._inputs.append(
