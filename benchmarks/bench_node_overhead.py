@@ -92,9 +92,9 @@ def run(command: list[str], args: argparse.Namespace, with_info: bool = True) ->
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
-    from memsam_ros.cdr import read_header
-    from memsam_ros.codec import array_to_cdr
     from memsam_ros.info import info_dict, info_wire_type
+    from memsam_ros.inputs.cdr import read_header
+    from memsam_ros.inputs.codec import array_to_cdr
 
     context = Context()
     rclpy.init(context=context, domain_id=domain)

@@ -29,8 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_description
 
-from memsam_ros.codec import array_to_cdr, check_modality
-from memsam_ros.frames import received_from_cdr
+from memsam_ros.inputs.codec import array_to_cdr, check_modality
+from memsam_ros.inputs.received import received_from_cdr
 from memsam_ros.sync import ModalitySynchronizer
 
 INTERVALS_S = (0.0005, 0.005)

@@ -83,7 +83,7 @@ def run_soak(
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header
 
-    from memsam_ros.codec import array_to_image
+    from memsam_ros.inputs.codec import array_to_image
     from memsam_ros.node import SegmentNode
 
     encodings = {"rgb": "rgb8", "depth": "32FC1", "lidar": "32FC1", "event": "rgb8"}

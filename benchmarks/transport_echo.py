@@ -19,10 +19,10 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from sensor_msgs.msg import Image
 
 from memsam_core.config import load_config
-from memsam_ros.cdr import read_header
-from memsam_ros.codec import array_to_cdr
 from memsam_ros.fastdds import use_large_data_profile
 from memsam_ros.heap import keep_large_buffers
+from memsam_ros.inputs.cdr import read_header
+from memsam_ros.inputs.codec import array_to_cdr
 from memsam_ros.qos import input_qos, output_qos
 from memsam_ros.topics import modality_topics
 

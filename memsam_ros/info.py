@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from memsam_ros.stamps import json_stamp, json_stamp_ns, stamp_ns
+from memsam_ros.inputs.stamps import json_stamp, json_stamp_ns, stamp_ns
 
 BUILD_MSGS_HINT = "bash scripts/build_msgs.sh"
 

@@ -27,9 +27,9 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
 from memsam_core.data.synthetic import SceneConfig, generate_scene
-from memsam_ros import stamps
-from memsam_ros.codec import array_to_image
-from memsam_ros.inputs import MESSAGE_TYPES, message_class
+from memsam_ros.inputs import stamps
+from memsam_ros.inputs.codec import array_to_image
+from memsam_ros.inputs.converter import MESSAGE_TYPES, message_class
 from memsam_ros.node import NODE_NAME, SegmentNode
 
 MODALITY_ENCODINGS = {"rgb": "rgb8", "depth": "32FC1", "lidar": "32FC1", "event": "rgb8"}
@@ -242,7 +242,7 @@ class NodeHarness:
 
     def _connected(self) -> bool:
         pubs_ok = all(p.get_subscription_count() > 0 for p in self.publisher.pubs.values())
-        outs = [getattr(self.node, f"pub_{kind}") for kind in self.collector.kinds]
+        outs = [getattr(self.node.outputs, kind) for kind in self.collector.kinds]
         return pubs_ok and all(p.get_subscription_count() > 0 for p in outs)
 
     def send(self, stamp_s: float, frames: Mapping[str, np.ndarray], **kwargs: Any) -> int:

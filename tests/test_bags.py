@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from memsam_core.data.synthetic import SceneConfig, generate_scene
-from memsam_ros.codec import decode_modality, image_to_array
+from memsam_ros.inputs.codec import decode_modality, image_to_array
 from memsam_ros.tools.bag_tools import (
     GT_LABELS_TOPIC,
     GT_SCENE_TOPIC,
@@ -90,7 +90,7 @@ def test_stamps_jittered_monotone_and_aligned(messages: dict) -> None:
 def test_receive_time_after_stamp(bag: Path) -> None:
     reader = open_reader(bag)
     try:
-        from memsam_ros.stamps import stamp_ns
+        from memsam_ros.inputs.stamps import stamp_ns
         from memsam_ros.tools.bag_tools import iter_messages
 
         log_times = []

@@ -1,4 +1,4 @@
-"""memsam_ros.cdr against rclpy's own serialization (and rosbags'), for the alignments strings cause."""
+"""memsam_ros.inputs.cdr against rclpy's own serialization (and rosbags'), for the alignments strings cause."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from memsam_ros.cdr import CdrError, read_header, read_image
-from memsam_ros.codec import array_to_image, decode_modality
-from memsam_ros.stamps import stamp_ns, to_time
+from memsam_ros.inputs.cdr import CdrError, read_header, read_image
+from memsam_ros.inputs.codec import array_to_image, decode_modality
+from memsam_ros.inputs.stamps import stamp_ns, to_time
 
 
 @settings(max_examples=60, deadline=None)
@@ -80,7 +80,7 @@ def test_garbage_is_a_clear_error(raw, reason):
 def test_written_images_are_what_rclpy_reads(frame_id, stamp, kind, height, width):
     from rclpy.serialization import deserialize_message
 
-    from memsam_ros.codec import array_to_cdr, image_to_array
+    from memsam_ros.inputs.codec import array_to_cdr, image_to_array
 
     rng = np.random.default_rng(stamp % 1000)
     shape = (height, width, 3) if kind == "rgb8" else (height, width)

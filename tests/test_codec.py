@@ -14,7 +14,7 @@ from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from memsam_ros.codec import ImageDecodeError, array_to_image, decode_modality, depth_to_metres, image_to_array
+from memsam_ros.inputs.codec import ImageDecodeError, array_to_image, decode_modality, depth_to_metres, image_to_array
 
 RNG = np.random.default_rng(0)
 KNOWN_ENCODINGS = ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "32FC1", "16UC1", "mono16"]

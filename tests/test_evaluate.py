@@ -13,7 +13,7 @@ import pytest
 
 from memsam_core.classes import default_palette
 from memsam_core.config import load_config
-from memsam_ros.codec import image_to_array
+from memsam_ros.inputs.codec import image_to_array
 from memsam_ros.tools.bag_tools import (
     GT_LABELS_TOPIC,
     GT_SCENE_TOPIC,

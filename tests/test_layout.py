@@ -59,8 +59,12 @@ def test_tools_live_in_their_own_subpackage():
     modules = set(graph())
     for tool in ("bag_tools", "player", "recorder", "evaluate", "scoring", "report", "demo", "progress"):
         assert f"{TOOLS}.{tool}" in modules, tool
-    for runtime in ("node", "sync", "codec", "worker", "params", "diagnostics", "throttle", "stamps", "topics"):
+    for runtime in ("node", "sync", "worker", "params", "diagnostics", "throttle", "topics"):
         assert f"memsam_ros.{runtime}" in modules, runtime
+    decoders = ("codec", "compressed", "pointcloud", "event_codecs", "cdr", "received", "converter", "transforms")
+    for module in (*decoders, "stamps"):
+        assert f"memsam_ros.inputs.{module}" in modules, module
+        assert f"memsam_ros.{module}" not in modules, f"{module} belongs in memsam_ros/inputs/"
 
 
 def test_runtime_never_imports_the_tools():
@@ -100,8 +104,8 @@ def test_one_helper_per_job():
                 where.setdefault(node.name, []).append(module_name(path))
     twice = {name: modules for name, modules in where.items() if len(modules) > 1}
     assert set(twice) <= {"main", "build_parser"}, twice
-    helpers = {"stamp_ns": "memsam_ros.stamps", "modality_topics": "memsam_ros.topics",
-               "info_message_type": "memsam_ros.info", "Received": "memsam_ros.frames"}  # fmt: skip
+    helpers = {"stamp_ns": "memsam_ros.inputs.stamps", "modality_topics": "memsam_ros.topics",
+               "info_message_type": "memsam_ros.info", "Received": "memsam_ros.inputs.received"}  # fmt: skip
     assert {name: where[name] for name in helpers} == {name: [module] for name, module in helpers.items()}
 
 

@@ -74,8 +74,8 @@ def test_player_cli_publishes_the_bag_unchanged(ros_context, tmp_path: Path) -> 
     from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import Image
 
-    from memsam_ros.codec import decode_modality
-    from memsam_ros.stamps import stamp_ns
+    from memsam_ros.inputs.codec import decode_modality
+    from memsam_ros.inputs.stamps import stamp_ns
     from memsam_ros.tools.bag_tools import GT_SCENE_TOPIC, SENSOR_TOPICS, read_synthetic_bag, scene_values
 
     bag = tmp_path / "bag"

@@ -29,7 +29,7 @@ from ros_helpers import (
 )
 
 from memsam_core.classes import DELIVER_CLASSES, IGNORE_INDEX, default_palette
-from memsam_ros.codec import image_to_array
+from memsam_ros.inputs.codec import image_to_array
 
 pytestmark = pytest.mark.ros
 ROOT = Path(__file__).resolve().parents[1]

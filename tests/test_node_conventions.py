@@ -22,7 +22,7 @@ from ros_helpers import NodeHarness, image_msg, key_of, scene_frames, status_val
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
-import memsam_ros.frames
+import memsam_ros.inputs.received
 from memsam_ros.diagnostics import PipelineHealth
 from memsam_ros.node import GIL_SWITCH_INTERVAL_CPU_S, switch_interval_s
 from memsam_ros.worker import SetCounts
@@ -40,13 +40,13 @@ def lean():
 
 def test_only_messages_in_a_set_are_decoded_on_the_inference_thread(lean, monkeypatch):
     decoded: list[tuple[str, str]] = []
-    original = memsam_ros.frames.decode_modality
+    original = memsam_ros.inputs.received.decode_modality
 
     def counting(msg, modality, **kwargs):
         decoded.append((modality, threading.current_thread().name))
         return original(msg, modality, **kwargs)
 
-    monkeypatch.setattr(memsam_ros.frames, "decode_modality", counting)
+    monkeypatch.setattr(memsam_ros.inputs.received, "decode_modality", counting)
     frames = scene_frames(seed=8)
     for i in range(3):
         stamp = 200.0 + i
@@ -60,8 +60,8 @@ def test_only_messages_in_a_set_are_decoded_on_the_inference_thread(lean, monkey
 def test_color_and_confidence_only_while_someone_subscribes(lean):
     node = lean.node
     overlays, asked = [], []
-    overlay, segment_batch = node._overlay, node.segmenter.segment_batch
-    node._overlay = lambda *a: overlays.append(1) or overlay(*a)
+    overlay, segment_batch = node.outputs.overlay, node.segmenter.segment_batch
+    node.outputs.overlay = lambda *a: overlays.append(1) or overlay(*a)
     node.segmenter.segment_batch = lambda sets, confidence=True: (
         asked.append(confidence) or segment_batch(sets, confidence=confidence)
     )
@@ -73,7 +73,7 @@ def test_color_and_confidence_only_while_someone_subscribes(lean):
         viewer = OutputCollector(lean.context, kinds=("labels", "color", "confidence"))
         lean.executor.add_node(viewer)
         assert wait_until(
-            lambda: node.pub_color.get_subscription_count() and node.pub_confidence.get_subscription_count(), 10
+            lambda: node.outputs.color.get_subscription_count() and node.outputs.confidence.get_subscription_count(), 10
         )
         key = lean.send(211.0, scene_frames(seed=9))
         assert wait_until(lambda: viewer.complete(key), 20.0), "~/color and ~/confidence once subscribed"
@@ -81,7 +81,7 @@ def test_color_and_confidence_only_while_someone_subscribes(lean):
         lean.executor.remove_node(viewer)
         viewer.destroy_node()
     finally:
-        del node._overlay, node.segmenter.segment_batch
+        del node.outputs.overlay, node.segmenter.segment_batch
 
 
 def test_engine_skips_only_the_confidence_map(lean):
@@ -129,7 +129,7 @@ def test_camera_info_for_another_resolution_is_scaled_to_the_labels(lean):
         info.k = [200.0, 0.0, 128.0, 0.0, 200.0, 96.0, 0.0, 0.0, 1.0]
         info.p = [200.0, 0.0, 128.0, 0.0, 0.0, 200.0, 96.0, 0.0, 0.0, 0.0, 1.0, 0.0]
         pub.publish(info)
-        assert wait_until(lambda: lean.node._camera_info is not None, 10)
+        assert wait_until(lambda: lean.node.input_path.camera_info is not None, 10)
         assert lean.roundtrip(240.0, scene_frames(seed=11)) is not None
         out = wait_until(lambda: [r for r in received if r.header.stamp.sec == 240], 10)
         assert out, "no ~/camera_info"

@@ -34,7 +34,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool
 
-from memsam_ros.stamps import stamp_ns
+from memsam_ros.inputs.stamps import stamp_ns
 
 pytestmark = pytest.mark.ros
 ROOT = Path(__file__).resolve().parents[1]

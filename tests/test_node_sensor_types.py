@@ -12,8 +12,8 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from ros_helpers import NodeHarness, key_of, wait_until
 
 from memsam_core.data.synthetic import SceneConfig, generate_scene
-from memsam_ros.inputs import TF_STATIC_TOPIC, message_class
-from memsam_ros.stamps import s_to_ns
+from memsam_ros.inputs.converter import TF_STATIC_TOPIC, message_class
+from memsam_ros.inputs.stamps import s_to_ns
 from memsam_ros.tools import rig
 
 pytestmark = pytest.mark.ros

@@ -13,10 +13,10 @@ import pytest
 from memsam_core.data.synthetic import SceneConfig, generate_scene
 from memsam_core.events import EventBatch, EventWindow, accumulate, frame_to_events
 from memsam_core.lidar import CameraModel, Extrinsics, project_to_depth, to_frame, unproject_depth
-from memsam_ros.codec import ImageDecodeError
-from memsam_ros.compressed import decode_compressed_depth, decode_compressed_image, encode_compressed_depth
-from memsam_ros.event_msgs import decode_event_array, decode_event_packet, encode_event_packet
-from memsam_ros.pointcloud import PointCloudError, pointcloud2_to_xyz
+from memsam_ros.inputs.codec import ImageDecodeError
+from memsam_ros.inputs.compressed import decode_compressed_depth, decode_compressed_image, encode_compressed_depth
+from memsam_ros.inputs.event_codecs import decode_event_array, decode_event_packet, encode_event_packet
+from memsam_ros.inputs.pointcloud import PointCloudError, pointcloud2_to_xyz
 
 K = (600.0, 0.0, 641.3, 0.0, 590.0, 358.7, 0.0, 0.0, 1.0)
 CAMERAS = {
@@ -311,7 +311,7 @@ def test_transform_tree_composes_the_lidar_to_camera_chain() -> None:
     from geometry_msgs.msg import TransformStamped
     from tf2_msgs.msg import TFMessage
 
-    from memsam_ros.transforms import TransformTree
+    from memsam_ros.inputs.transforms import TransformTree
 
     def edge(parent: str, child: str, xyz, yaw_deg: float = 0.0, optical: bool = False) -> TransformStamped:
         out = TransformStamped()
@@ -350,7 +350,7 @@ def test_evt3_packets_decode_singles_vectors_and_time_roll_over() -> None:
     from builtin_interfaces.msg import Time
     from event_camera_msgs.msg import EventPacket
 
-    from memsam_ros.event_msgs import encode_evt3
+    from memsam_ros.inputs.event_codecs import encode_evt3
 
     frame = generate_scene(10, SceneConfig(height=48, width=64)).frames["event"]
     batch = frame_to_events(frame, 3_000_000_000, 3_040_000_000, seed=3)

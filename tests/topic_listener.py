@@ -15,7 +15,7 @@ import time
 import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from memsam_ros.inputs import message_class
+from memsam_ros.inputs.converter import message_class
 
 
 def main() -> int:

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from memsam_core.config import MODALITIES, MemSamConfig
-from memsam_ros.inputs import ACCEPTED, MESSAGE_TYPES, TF_STATIC_TOPIC
-from memsam_ros.stamps import split_ns, stamp_ns
+from memsam_ros.inputs.converter import ACCEPTED, MESSAGE_TYPES, TF_STATIC_TOPIC
+from memsam_ros.inputs.stamps import split_ns, stamp_ns
 from memsam_ros.tools import rig
 from memsam_ros.topics import TRANSPORTS, camera_info_topic, modality_topics
 

@@ -2,7 +2,7 @@
 
 Offline, the bag is read with rosbags and goes through exactly what the node runs: the same layout check
 on arrival, the same :class:`ModalitySynchronizer` fed with the bag receive time as its clock, the same
-decoding of a set's messages (:func:`memsam_ros.frames.decode_set`) and the same
+decoding of a set's messages (:func:`memsam_ros.inputs.received.decode_set`) and the same
 :class:`memsam_core.engine.Segmenter`, one set at a time.
 Live (``--mode live``), the bag is played into a running node (:mod:`memsam_ros.tools.recorder`). Either
 way a :class:`~memsam_ros.tools.scoring.Scoreboard` matches each prediction to the ground-truth label image
@@ -26,10 +26,10 @@ from memsam_core.config import ConfigError, MemSamConfig, load_config, parse_ove
 from memsam_core.modalities import check_ros_sensors
 from memsam_core.model import CheckpointError
 from memsam_core.model.build import checkpoint_config
-from memsam_ros.codec import ImageDecodeError, image_to_array
-from memsam_ros.frames import decode_set
-from memsam_ros.inputs import TF_STATIC_TOPIC, TF_TOPIC, InputConverter
-from memsam_ros.stamps import ns_to_s, stamp_ns
+from memsam_ros.inputs.codec import ImageDecodeError, image_to_array
+from memsam_ros.inputs.converter import TF_STATIC_TOPIC, TF_TOPIC, InputConverter
+from memsam_ros.inputs.received import decode_set
+from memsam_ros.inputs.stamps import ns_to_s, stamp_ns
 from memsam_ros.sync import ModalitySynchronizer
 from memsam_ros.tools.bag_tools import (
     GT_LABELS_TOPIC,

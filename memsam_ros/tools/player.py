@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memsam_ros.cdr import read_header
 from memsam_ros.fastdds import use_large_data_profile
 from memsam_ros.heap import keep_large_buffers
-from memsam_ros.inputs import TF_STATIC_TOPIC, message_class
-from memsam_ros.stamps import stamp_ns
+from memsam_ros.inputs.cdr import read_header
+from memsam_ros.inputs.converter import TF_STATIC_TOPIC, message_class
+from memsam_ros.inputs.stamps import stamp_ns
 from memsam_ros.tools.bag_tools import SENSOR_TOPICS, BagError, open_reader
 from memsam_ros.tools.progress import progress as show_progress
 

@@ -32,11 +32,11 @@ import numpy as np
 
 from memsam_core.config import MemSamConfig
 from memsam_core.model.build import checkpoint_config
-from memsam_ros.codec import ImageDecodeError, decode_modality, image_to_array
-from memsam_ros.compressed import decode_compressed_image
 from memsam_ros.info import info_dict, info_wire_type
-from memsam_ros.inputs import MESSAGE_TYPES, TF_STATIC_TOPIC, message_class
-from memsam_ros.stamps import stamp_ns
+from memsam_ros.inputs.codec import ImageDecodeError, decode_modality, image_to_array
+from memsam_ros.inputs.compressed import decode_compressed_image
+from memsam_ros.inputs.converter import MESSAGE_TYPES, TF_STATIC_TOPIC, message_class
+from memsam_ros.inputs.stamps import stamp_ns
 from memsam_ros.tools.bag_tools import (
     GT_LABELS_TOPIC,
     GT_SCENE_TOPIC,

@@ -4,7 +4,7 @@ frame, an event stream, the RGB ``camera_info`` and the static LiDAR → camera 
 Messages are built through ``make(type_name, **fields)``, so the same fields become rosbags messages (bags) or
 rclpy messages (live tests): :func:`rosbags_factory`, :func:`rclpy_factory`. The conversions are the product's own
 inverses (``memsam_core.lidar.unproject_depth``, ``memsam_core.events.frame_to_events``, the encoders of
-``memsam_ros.compressed``/``event_msgs``), so a rig recording of a scene decodes back to the scene's frames: the
+``memsam_ros.inputs.compressed``/``event_msgs``), so a rig recording of a scene decodes back to the scene's frames: the
 LiDAR exactly, events exactly, RGB and depth up to JPEG and inverse-depth quantisation.
 """
 
@@ -19,9 +19,9 @@ import numpy as np
 
 from memsam_core.events import frame_to_events
 from memsam_core.lidar import CameraModel, Extrinsics, to_frame, unproject_depth
-from memsam_ros.compressed import encode_compressed_depth
-from memsam_ros.event_msgs import encode_event_packet
-from memsam_ros.stamps import split_ns
+from memsam_ros.inputs.compressed import encode_compressed_depth
+from memsam_ros.inputs.event_codecs import encode_event_packet
+from memsam_ros.inputs.stamps import split_ns
 
 Make = Callable[..., Any]
 CAMERA_FRAME = "camera_rgb"
@@ -169,7 +169,7 @@ def rosbags_factory(typestore: Any) -> Make:
 
 def rclpy_factory() -> Make:
     """``make`` for rclpy messages."""
-    from memsam_ros.inputs import message_class
+    from memsam_ros.inputs.converter import message_class
 
     def make(type_name: str, **fields: Any) -> Any:
         for key, value in fields.items():

@@ -2,7 +2,8 @@
 
 ``sensor_msgs_py.point_cloud2`` is not on PyPI, so this reads the cloud the way it does: a numpy structured view
 over ``data`` built from the message's own ``fields`` (any ``point_step``, padding and extra fields, organised or
-not, either byte order). Like :mod:`memsam_ros.codec` it only reads attributes, so rclpy and rosbags messages work.
+not, either byte order). Like :mod:`memsam_ros.inputs.codec` it only reads attributes, so rclpy and rosbags
+messages work.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from memsam_ros.codec import ImageDecodeError, as_bytes
+from memsam_ros.inputs.codec import ImageDecodeError, as_bytes
 
 # sensor_msgs/PointField datatype constants
 _FIELD_TYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "f8"}

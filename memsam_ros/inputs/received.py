@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from memsam_ros.cdr import read_header, read_image
-from memsam_ros.codec import ImageDecodeError, decode_modality
-from memsam_ros.stamps import stamp_ns
+from memsam_ros.inputs.cdr import read_header, read_image
+from memsam_ros.inputs.codec import ImageDecodeError, decode_modality
+from memsam_ros.inputs.stamps import stamp_ns
 
 # A set's frames are views of the received (immutable) buffers where the layout allows; the engine only
 # reads them, so torch's notice that it cannot make such a tensor writable is noise.
@@ -25,7 +25,7 @@ warnings.filterwarnings("ignore", message="The given NumPy array is not writable
 
 @dataclass(slots=True, eq=False)
 class Received:
-    """An input message (``image``: an :class:`~memsam_ros.cdr.ImageView`, any Image-like message, or whatever
+    """An input message (``image``: an :class:`~memsam_ros.inputs.cdr.ImageView`, any Image-like message, or whatever
     ``decoder`` takes: a CompressedImage, a PointCloud2, raw bytes...).
 
     ``decoder(payload, reference_stamp_ns)`` makes the array (default: an Image for the modality). Event streams
@@ -73,7 +73,7 @@ class Received:
 
 
 def received_from_cdr(modality: str, raw: bytes, arrival: float) -> Received:
-    """From a raw subscription's bytes; reads the header only (raises :class:`~memsam_ros.cdr.CdrError`)."""
+    """From a raw subscription's bytes; reads the header only (raises :class:`~memsam_ros.inputs.cdr.CdrError`)."""
     view = read_image(raw)
     return Received(modality, view.stamp_ns, view.frame_id, arrival, view)
 
@@ -87,7 +87,7 @@ def received_from_raw(
     modality: str, raw: bytes, arrival: float, decoder: Callable[[Any, int | None], np.ndarray], cache: bool = True
 ) -> Received:
     """Any message whose first field is a Header, from a raw subscription: the header is read here, the rest by
-    ``decoder`` (which gets the bytes) if a set uses it (raises :class:`~memsam_ros.cdr.CdrError`)."""
+    ``decoder`` (which gets the bytes) if a set uses it (raises :class:`~memsam_ros.inputs.cdr.CdrError`)."""
     stamp, frame_id = read_header(raw)
     return Received(modality, stamp, frame_id, arrival, raw, decoder, cache)
 

@@ -3,7 +3,7 @@
 The node subscribes to its image topics raw: the callback on the executor thread reads only the header
 (a few bytes) so the synchroniser can place the message, and the pixels are decoded later, on the
 inference thread, and only for messages that go into a set. :class:`ImageView` has the attributes of an
-Image message, so :mod:`memsam_ros.codec` decodes it like one, straight from the received buffer. The
+Image message, so :mod:`memsam_ros.inputs.codec` decodes it like one, straight from the received buffer. The
 outputs go the other way: :func:`write_image` serializes an array with one copy (rclpy would make three:
 into the message's ``array``, into the C struct, into CDR).
 """
@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from memsam_ros.stamps import NS_PER_S
+from memsam_ros.inputs.stamps import NS_PER_S
 
 _ENCAPSULATION = 4  # representation identifier (2 bytes) + options (2 bytes)
 

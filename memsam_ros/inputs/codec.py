@@ -169,7 +169,7 @@ def _packed(arr: np.ndarray, encoding: str) -> np.ndarray:
 
 def array_to_cdr(arr: np.ndarray, encoding: str, stamp_ns: int, frame_id: str) -> bytes:
     """The serialized ``sensor_msgs/Image`` of ``arr`` for ``publisher.publish(bytes)`` (one copy)."""
-    from memsam_ros.cdr import write_image
+    from memsam_ros.inputs.cdr import write_image
 
     packed = _packed(arr, encoding)
     return write_image(stamp_ns, frame_id, packed.shape[0], packed.shape[1], encoding, packed.strides[0], packed)

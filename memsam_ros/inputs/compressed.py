@@ -5,7 +5,7 @@ plain ``"jpeg"``/``"png"`` from older publishers) for colour and event images, a
 (``"16UC1; compressedDepth png"``: millimetres as a 16-bit PNG; ``"32FC1; compressedDepth png"``: inverse depth
 quantised to 16 bits with the two parameters in a 12-byte header before the PNG, exactly as
 ``compressed_depth_image_transport`` writes it). Its ``rvl`` variant is not decoded (no OpenCV codec for it).
-Output conventions are those of :func:`memsam_ros.codec.decode_modality`: RGB uint8, depth float32 metres.
+Output conventions are those of :func:`memsam_ros.inputs.codec.decode_modality`: RGB uint8, depth float32 metres.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from memsam_ros.codec import ImageDecodeError, as_bytes, depth_to_metres
+from memsam_ros.inputs.codec import ImageDecodeError, as_bytes, depth_to_metres
 
 _HEADER_BYTES = 12  # compressed_depth_image_transport ConfigHeader: int32 format, float32 depthParam[2]
 

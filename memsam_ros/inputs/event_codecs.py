@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from memsam_core.events import EventBatch
-from memsam_ros.codec import ImageDecodeError, as_bytes
+from memsam_ros.inputs.codec import ImageDecodeError, as_bytes
 
 DECODED_ENCODINGS = ("mono", "evt3", "trigger")
 

@@ -26,13 +26,13 @@ import numpy as np
 from memsam_core.config import MemSamConfig
 from memsam_core.events import EventBatch, EventWindow
 from memsam_core.lidar import CameraModel, Extrinsics, project_to_depth
-from memsam_ros.codec import ImageDecodeError, check_modality, decode_modality
-from memsam_ros.compressed import decode_compressed_depth, decode_compressed_image
-from memsam_ros.event_msgs import decode_event_array, decode_event_packet
-from memsam_ros.frames import Received, received_from_message
-from memsam_ros.pointcloud import pointcloud2_to_xyz
-from memsam_ros.stamps import stamp_ns
-from memsam_ros.transforms import TransformTree
+from memsam_ros.inputs.codec import ImageDecodeError, check_modality, decode_modality
+from memsam_ros.inputs.compressed import decode_compressed_depth, decode_compressed_image
+from memsam_ros.inputs.event_codecs import decode_event_array, decode_event_packet
+from memsam_ros.inputs.pointcloud import pointcloud2_to_xyz
+from memsam_ros.inputs.received import Received, received_from_message
+from memsam_ros.inputs.stamps import stamp_ns
+from memsam_ros.inputs.transforms import TransformTree
 
 MESSAGE_TYPES: dict[str, str] = {
     "image": "sensor_msgs/msg/Image",
