@@ -65,6 +65,14 @@ class ModelConfig(_Section):
         "score is <= 0 (off by default: it blanks single-modality outputs)",
     )
     train_memory: bool = Field(True, description="train memory attention + memory encoder (final official recipe)")
+    temporal_memory: int = Field(
+        0,
+        ge=0,
+        le=6,
+        description="K: the frames of an instant also attend to the memories of the last K instants (one memory "
+        "per instant: its last frame's, at SAM 2's non-conditioning temporal positions d = 1..K); 0 = memory across "
+        "modalities only. A checkpoint records the K it was trained with; a node may run it with a smaller K",
+    )
 
     @field_validator("sam2_config")
     @classmethod
@@ -141,6 +149,13 @@ class InferenceConfig(_Section):
     )
     skip_last_memory: bool = Field(True, description="skip the memory encoder of the last frame (no effect on output)")
     threads: int = Field(0, ge=0, le=256, description="torch CPU threads (0 = torch default)")
+    temporal_max_gap_s: float = Field(
+        0.5,
+        gt=0,
+        le=3600.0,
+        description="model.temporal_memory >= 1: the memory of past instants is reset when the next set is stamped "
+        "more than this after the last one segmented (and on stamps going back, a synchroniser reset, deactivate)",
+    )
 
     @field_validator("device")
     @classmethod
@@ -165,6 +180,13 @@ class SyncConfig(_Section):
         description="modalities whose messages serve one set each (message_filters style); the others may "
         "serve consecutive sets (a 15 Hz LiDAR in every 30 Hz RGB set)",
     )
+    policy: Literal["nearest", "latest"] = Field(
+        "nearest",
+        description="nearest: the message nearest in stamp within slop_s, as an oracle would pick (a set waits "
+        "until every sensor has sent a message stamped at or after the RGB stamp, or is silent, up to max_wait_s); "
+        "latest: a set goes out when its RGB frame arrives, with the newest message of each other modality "
+        "within slop_s received so far (no waiting; needs slop_s >= the slowest sensor's period + its latency)",
+    )
 
 
 class RosConfig(_Section):
@@ -174,20 +196,23 @@ class RosConfig(_Section):
     depth_topic: str = "depth/image"
     lidar_topic: str = "lidar/depth_image"
     event_topic: str = "event/image"
-    rgb_type: Literal["image", "compressed"] = Field(
-        "image", description="message type on rgb_topic: image (sensor_msgs/Image) or compressed (CompressedImage)"
+    rgb_type: Literal["auto", "image", "compressed"] = Field(
+        "auto",
+        description="message type on rgb_topic: auto (from the topic's publishers, as `ros2 topic echo` finds it), "
+        "image (sensor_msgs/Image) or compressed (CompressedImage)",
     )
-    depth_type: Literal["image", "compressed"] = Field(
-        "image", description="image (32FC1/16UC1 Image) or compressed (CompressedImage, compressedDepth png)"
+    depth_type: Literal["auto", "image", "compressed"] = Field(
+        "auto", description="auto, image (32FC1/16UC1 Image) or compressed (CompressedImage, compressedDepth png)"
     )
-    lidar_type: Literal["image", "pointcloud"] = Field(
-        "image",
-        description="image: depth already projected into the RGB camera; pointcloud: sensor_msgs/PointCloud2 in "
-        "the LiDAR's frame, projected by the node with the RGB camera_info and the LiDAR->camera extrinsics",
+    lidar_type: Literal["auto", "image", "pointcloud"] = Field(
+        "auto",
+        description="auto; image: depth already projected into the RGB camera; pointcloud: sensor_msgs/PointCloud2 "
+        "in the LiDAR's frame, projected by the node with the RGB camera_info and the LiDAR->camera extrinsics",
     )
-    event_type: Literal["image", "compressed", "event_packet", "event_array"] = Field(
-        "image",
-        description="image/compressed: event frames; event_packet: event_camera_msgs/EventPacket (mono, evt3); "
+    event_type: Literal["auto", "image", "compressed", "event_packet", "event_array_msgs", "event_array"] = Field(
+        "auto",
+        description="auto; image/compressed: event frames; event_packet: event_camera_msgs/EventPacket (mono, evt3); "
+        "event_array_msgs: event_array_msgs/EventArray (EventPacket's name in older recordings, same fields); "
         "event_array: dvs_msgs/EventArray. Streams are accumulated over event_window_s up to the RGB stamp",
     )
     event_window_s: float = Field(
@@ -266,6 +291,19 @@ class DataConfig(_Section):
     conditions: list[Literal["sun", "cloud", "rain", "fog", "night"]] = Field(
         default_factory=lambda: ["sun", "cloud", "rain", "fog", "night"]
     )
+    deliver_depth_rule: Literal["carla24", "grey_linear", "grey_log"] = Field(
+        "grey_linear",
+        description="how DELIVER's depth/ PNGs encode metres when input.depth_encoding is metric: carla24 (CARLA's "
+        "raw 24-bit code), grey_linear (deliver_depth_m_per_level per grey level; CARLA's Depth converter) or "
+        "grey_log (CARLA's LogarithmicDepth). DELIVER does not document it; grey_linear is an assumption until "
+        "python -m memsam_core.data.deliver ROOT has fitted the rules to your copy",
+    )
+    deliver_depth_m_per_level: float = Field(
+        1000.0 / 255,
+        gt=0,
+        le=100.0,
+        description="metres per grey level of depth/ under deliver_depth_rule grey_linear (CARLA's Depth: 1000/255)",
+    )
     deliver_lidar_m_per_level: float = Field(
         1.0,
         gt=0,
@@ -275,6 +313,15 @@ class DataConfig(_Section):
     )
     on_error: Literal["raise", "skip"] = Field("raise", description="corrupt sample: fail or skip with a warning")
     num_workers: int = Field(0, ge=0, le=64)
+    clip_length: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="training samples are clips of this many consecutive instants (synthetic: one world with ego "
+        "and object motion; DELIVER: consecutive frames of a scene folder); 1 = single frames. Needs >= "
+        "model.temporal_memory + 1 to train the memory of past instants",
+    )
+    clip_frame_dt_s: float = Field(0.1, gt=0, le=10.0, description="synthetic clips: seconds between instants")
 
 
 class TrainConfig(_Section):
@@ -318,6 +365,13 @@ class TrainConfig(_Section):
     )
     eval_subsets: bool = Field(
         False, description="after the last epoch also evaluate every modality subset that contains RGB"
+    )
+    dropout_min_instants: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="clips (data.clip_length > 1): a dropped sensor stays out for a run of at least this many "
+        "consecutive instants (up to the clip length), as real dropouts do",
     )
 
 

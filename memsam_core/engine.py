@@ -5,6 +5,11 @@ checkpoint scores the same everywhere. A checkpoint defines its model, input con
 :func:`load_segmenter` builds the Segmenter from it and the run-time settings. It owns device and
 precision choice, optional ``torch.compile`` warm-up, LoRA merging for inference, and batching of
 several synchronised sets.
+
+With ``model.temporal_memory: K ≥ 1`` it also owns the memory of the last K instants
+(:class:`memsam_core.temporal.TemporalMemory`): :meth:`Segmenter.segment_instant` segments one set of a stream in
+order, attending to it and adding to it; :meth:`Segmenter.reset` forgets it. ``segment_batch`` stays memoryless
+(independent sets, each as the first after a reset). K = 0 runs exactly the modality-only path of before.
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ from memsam_core.modalities import frames_to_tensor, present_modalities
 from memsam_core.model import MemorySAM, build_memorysam
 from memsam_core.model.build import load_for_config
 from memsam_core.model.lora import merge_lora
+from memsam_core.model.memorysam import InstantMemory
 from memsam_core.model.position import cache_position_encodings
+from memsam_core.temporal import TemporalMemory
 
 LOG = logging.getLogger(__name__)
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -108,13 +115,22 @@ class Segmenter:
         self._host_inputs: dict[tuple[int, ...], torch.Tensor] = {}
         self._scratch_buffers: dict[str, torch.Tensor] = {}
         self._lock = threading.Lock()
-        use_graphs = inf.cuda_graphs and self.device.type == "cuda" and not inf.compile
+        instants = config.model.temporal_memory
+        self.temporal = TemporalMemory(instants, inf.temporal_max_gap_s) if instants else None
+        compile_net = inf.compile and not instants
+        use_graphs = inf.cuda_graphs and self.device.type == "cuda" and not inf.compile and not instants
+        if instants and (inf.compile or (inf.cuda_graphs and self.device.type == "cuda")):
+            LOG.info(
+                "model.temporal_memory %d: inference runs eager (no CUDA graphs, no torch.compile: the memory of past "
+                "instants changes the network's inputs from set to set)",
+                instants,
+            )
         self._graphs = GraphedForward(self._forward) if use_graphs else None
         # CUDA graphs (ours, reduce-overhead, max-autotune) reuse output buffers: copy logits out before the next call
-        self._copy_outputs = self._graphs is not None or (inf.compile and inf.compile_mode != "default")
-        if inf.compile:
+        self._copy_outputs = self._graphs is not None or (compile_net and inf.compile_mode != "default")
+        if compile_net:
             self._net = torch.compile(self.model, mode=None if inf.compile_mode == "default" else inf.compile_mode)
-        if inf.compile or self._graphs is not None:
+        if compile_net or self._graphs is not None:
             self.warm_up()
 
     @classmethod
@@ -148,7 +164,7 @@ class Segmenter:
                 batch = self._input_buffer(len(indices), len(present))
                 for row, index in enumerate(indices):
                     frames_to_tensor(sets[index], modalities, size, self.config.input, out=batch[row])
-                logits = self.logits(self._upload(batch))
+                logits = self.logits(self._upload(batch), past=[] if self.temporal is not None else None)
                 for row, index in enumerate(indices):
                     out_hw = _output_size(sets[index], present)
                     labels, probability = self._postprocess(logits[row : row + 1], out_hw, confidence)
@@ -158,11 +174,69 @@ class Segmenter:
                     results[index].inference_ms = elapsed
         return results  # type: ignore[return-value]
 
+    def segment_instant(
+        self, frames: Mapping[str, np.ndarray], stamp_s: float | None = None, epoch: int = 0, confidence: bool = True
+    ) -> Segmentation:
+        """One set of a stream, in stamp order: with ``model.temporal_memory ≥ 1`` it attends to the memories of the
+        sets segmented before it and leaves its own; the stream rules (:mod:`memsam_core.temporal`: ``epoch`` =
+        the caller's synchroniser resets, ``stamp_s`` going back or jumping ahead) may reset the memory first.
+
+        ``extras``: ``memory_instants`` (past instants this set attended to), ``memory_reset`` (the reason the
+        memory was reset before it, or ""), ``memory_resets`` (resets so far). K = 0: :meth:`segment_batch`.
+        """
+        if self.temporal is None:
+            result = self.segment_batch([frames], confidence)[0]
+            result.extras.update(memory_instants=0, memory_reset="", memory_resets=0)
+            return result
+        modalities, size = self.config.model.modalities, self.config.model.image_size
+        with self._lock:
+            start = time.perf_counter()
+            reason = self.temporal.admit(stamp_s, epoch)
+            present = tuple(present_modalities(frames, modalities))
+            batch = self._input_buffer(1, len(present))
+            frames_to_tensor(frames, modalities, size, self.config.input, out=batch[0])
+            past = self.temporal.past()
+            logits, memory = self._temporal_logits(self._upload(batch), past)
+            self.temporal.push(memory)
+            labels, probability = self._postprocess(logits, _output_size(frames, present), confidence)
+            extras = {"memory_instants": len(past), "memory_reset": reason or "", "memory_resets": self.memory_resets}
+            result = Segmentation(labels, probability, present, self._missing(present), extras=extras)
+            result.inference_ms = (time.perf_counter() - start) * 1000.0
+        return result
+
+    def reset(self, reason: str = "deactivate") -> None:
+        """Forget the memory of past instants (the caller stopped listening: ``deactivate``); no-op for K = 0."""
+        if self.temporal is not None:
+            with self._lock:
+                self.temporal.reset(reason)
+
+    @property
+    def memory_resets(self) -> int:
+        """Resets of the memory of past instants so far (every reason; 0 for K = 0)."""
+        return self.temporal.total_resets if self.temporal is not None else 0
+
+    @property
+    def memory_resets_by_reason(self) -> dict[str, int]:
+        """:attr:`memory_resets` per reason (:data:`memsam_core.temporal.RESET_REASONS`); empty for K = 0."""
+        return dict(self.temporal.resets) if self.temporal is not None else {}
+
     @torch.inference_mode()
-    def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        """``[B, M, 3, S, S]`` → float32 ``[B, C, S, S]`` class logits, in the configured precision."""
+    def logits(self, batch: torch.Tensor, past: list[InstantMemory] | None = None) -> torch.Tensor:
+        """``[B, M, 3, S, S]`` → float32 ``[B, C, S, S]`` class logits, in the configured precision.
+
+        ``past``: a temporal model's memories of the last instants (``[]``: none yet); ``None``: the modality-only
+        path (what a K = 0 model runs)."""
+        if past is not None:
+            return self._temporal_logits(batch, past)[0]
         out = self._forward(batch) if self._graphs is None else self._graphs(batch)
         return out.clone() if self._copy_outputs and out.dtype == torch.float32 else out.float()
+
+    @torch.inference_mode()
+    def _temporal_logits(self, batch: torch.Tensor, past: list[InstantMemory]) -> tuple[torch.Tensor, InstantMemory]:
+        """Eager temporal forward: logits and the memory this instant leaves."""
+        with self._autocast():
+            out = self._net(batch, skip_last_memory=self.config.inference.skip_last_memory, past=past)
+        return out["logits"].float(), out["memory"]
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         with self._autocast():
@@ -173,7 +247,7 @@ class Segmenter:
         real message (for the configured modality count; other counts are prepared on first use)."""
         count = len(modalities or self.config.model.modalities)
         size = self.config.model.image_size
-        self.logits(torch.zeros(1, count, 3, size, size, device=self.device))
+        self.logits(torch.zeros(1, count, 3, size, size, device=self.device), [] if self.temporal is not None else None)
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
         from memsam_core.classes import colorize

@@ -36,6 +36,27 @@ class EventBatch:
     def last_ns(self) -> int | None:
         return int(self.t_ns.max()) if len(self) else None
 
+    @classmethod
+    def empty(cls, height: int, width: int) -> EventBatch:
+        no_pixel = np.zeros(0, np.uint16)
+        return cls(np.zeros(0, np.int64), no_pixel, no_pixel.copy(), np.zeros(0, bool), height, width)
+
+
+@dataclass
+class TriggerEvents:
+    """External-trigger events of an event camera: time in nanoseconds, edge (0/1) and trigger id."""
+
+    t_ns: np.ndarray  # int64
+    edge: np.ndarray  # uint8
+    id: np.ndarray  # uint8
+
+    def __len__(self) -> int:
+        return int(self.t_ns.size)
+
+    @classmethod
+    def empty(cls) -> TriggerEvents:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros(0, np.uint8))
+
 
 def accumulate(batch: EventBatch, start_ns: int, end_ns: int) -> np.ndarray:
     """The event frame of the events with ``start_ns < t <= end_ns`` (uint8 ``[height, width, 3]``)."""
@@ -103,8 +124,12 @@ class EventWindow:
         return max((b.last_ns for b in self._batches if len(b)), default=None)
 
     def add(self, batch: EventBatch) -> None:
+        """Keep ``batch``. One without events is kept only as the first (it gives the sensor size): a still scene
+        sends nothing but those, and pruning starts at the oldest batch with events, so they would pile up."""
         if self._batches and (batch.height, batch.width) != (self._batches[0].height, self._batches[0].width):
             self._batches.clear()  # the camera changed resolution: old events no longer fit
+        if self._batches and not len(batch):
+            return
         self._batches.append(batch)
         newest = self.newest_ns
         while newest is not None and len(self._batches) > 1:
@@ -112,6 +137,10 @@ class EventWindow:
             if len(head) and head.last_ns >= newest - self.keep_ns:
                 break
             self._batches.popleft()
+
+    def clear(self) -> None:
+        """Forget every event (the stream was reset)."""
+        self._batches.clear()
 
     def covers(self, end_ns: int) -> bool:
         """Whether events at or after ``end_ns`` have arrived, i.e. the window ending there is complete."""

@@ -24,7 +24,8 @@ _MIN_DEPTH_M = 0.05  # returns closer than this to the camera plane are dropped 
 
 @dataclass(frozen=True)
 class CameraModel:
-    """The RGB camera as ``sensor_msgs/CameraInfo`` describes it (``binning``/``roi`` unsupported)."""
+    """The RGB camera of the image as published: size and ``K`` with any ``CameraInfo`` binning and ROI already
+    applied (``memsam_ros.inputs.camera.camera_model``), so a point lands on the pixel of the image on the wire."""
 
     width: int
     height: int

@@ -8,11 +8,14 @@ when a class never occurs:
   and left out).  This is the honest number for small or per-condition subsets.
 * ``miou(nan_to_zero=True)`` — the reference protocol (memorysam.md §6.2): NaN → 0, mean over all
   classes.  Use it to compare with published DELIVER numbers.
+
+Video consistency (mVC8, VSPW): :func:`window_consistency` / :class:`VideoConsistency`; flicker is ``1 - mVC8``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -128,3 +131,60 @@ class ConfusionMatrix:
                 for name, i, f, a, n in zip(names, iou, f1, acc, self.hist.sum(1).tolist())
             },
         }
+
+
+# ---------------------------------------------------------------------------------------------- video consistency
+def window_consistency(labels: Sequence[np.ndarray], predictions: Sequence[np.ndarray], window: int = 8) -> list[float]:
+    """VSPW's video consistency of one clip (its ``VC_perclip.py``), one score per window of ``window`` frames.
+
+    In a window, the pixels whose ground-truth label stays the same in every frame (the same as in the window's
+    first frame, which is the same thing) are counted; the score is the share of them whose predicted label also
+    stays the same. As in VSPW's code: windows start at frames ``0 .. n - window - 1`` (``n - window`` of them, so
+    a clip of ``window`` frames or fewer has none and the last possible window is not scored), every pixel counts
+    (ignore labels too: VSPW maps its void classes to 255 and keeps them), and a window with no stable pixel gives
+    NaN (left out of the mean by :class:`VideoConsistency`).
+    """
+    if len(labels) != len(predictions):
+        raise ValueError(f"{len(labels)} label frames but {len(predictions)} prediction frames")
+    if window < 2:
+        raise ValueError(f"a window holds at least 2 frames, got {window}")
+    gt = np.stack([np.asarray(x) for x in labels])
+    pred = np.stack([np.asarray(x) for x in predictions])
+    if gt.shape != pred.shape:
+        raise ValueError(f"labels {gt.shape[1:]} and predictions {pred.shape[1:]} differ in size")
+    scores = []
+    for start in range(len(gt) - window):
+        frames = slice(start, start + window)
+        stable_gt = np.all(gt[frames] == gt[start], axis=0)
+        stable_pred = np.all(pred[frames] == pred[start], axis=0)
+        total = int(stable_gt.sum())
+        scores.append(float((stable_gt & stable_pred).sum()) / total if total else math.nan)
+    return scores
+
+
+class VideoConsistency:
+    """mVC (VSPW): the mean of :func:`window_consistency` over every window of every clip added (NaN windows left
+    out). ``1 - value`` is the flicker. Mergeable across ranks through :attr:`state` (sum and count)."""
+
+    def __init__(self, window: int = 8) -> None:
+        self.window = window
+        self.total, self.windows = 0.0, 0
+
+    def add_clip(self, labels: Sequence[np.ndarray], predictions: Sequence[np.ndarray]) -> list[float]:
+        scores = window_consistency(labels, predictions, self.window)
+        valid = [s for s in scores if not math.isnan(s)]
+        self.total += sum(valid)
+        self.windows += len(valid)
+        return scores
+
+    def merge(self, total: float, windows: int) -> None:
+        self.total += total
+        self.windows += windows
+
+    @property
+    def state(self) -> tuple[float, int]:
+        return self.total, self.windows
+
+    @property
+    def value(self) -> float:
+        return self.total / self.windows if self.windows else math.nan

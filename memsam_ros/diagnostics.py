@@ -26,6 +26,7 @@ OK, WARN, ERROR = 0, 1, 2  # DiagnosticStatus.OK/WARN/ERROR as ints (the message
 RATE_WINDOW_S = 10.0
 RATE_BUCKETS = 50  # per window: the rate is exact to one bucket (0.2 s) at any message frequency
 OUTPUT_SAMPLES = 512  # recent outputs kept for the latency statistics
+EXECUTOR_SAMPLES = 2048  # recent per-message executor times kept per topic
 
 
 class RateMeter:
@@ -78,6 +79,7 @@ class TopicHealth:
     silent_reported: bool = False
     frame_id: str = ""  # of the last message: names the sensor (hardware_id)
     arrivals: RateMeter = field(default_factory=RateMeter)
+    executor_us: deque[float] = field(default_factory=lambda: deque(maxlen=EXECUTOR_SAMPLES))
 
 
 class PipelineHealth:
@@ -98,6 +100,7 @@ class PipelineHealth:
         self.last_failure: str = ""
         self.last_failure_at: float | None = None
         self.last_reset_at: float | None = None
+        self.memory_resets: dict[str, int] = {}  # memory of past instants (model.temporal_memory), per reason
 
     # ------------------------------------------------------------------ recording
     def restart(self, now: float) -> None:
@@ -111,14 +114,20 @@ class PipelineHealth:
             self._outputs.clear()
             self._output_rate.clear()
 
-    def message(self, modality: str, now: float, frame_id: str = "") -> None:
+    def message(self, modality: str, now: float, frame_id: str = "", count: int = 1) -> None:
         with self._lock:
             topic = self.topics[modality]
-            topic.received += 1
+            topic.received += count
             topic.last_arrival = now
-            topic.arrivals.add(now)
+            topic.arrivals.add(now, count)
             if frame_id:
                 topic.frame_id = frame_id
+
+    def executor_time(self, modality: str, seconds_per_message: float, messages: int = 1) -> None:
+        """Executor-thread time spent on each of ``messages`` messages of a topic (its callback, or its share of
+        a batch): ``executor_us_p50``/``_p99`` in the topic's status."""
+        with self._lock:
+            self.topics[modality].executor_us.extend([seconds_per_message * 1e6] * min(messages, EXECUTOR_SAMPLES))
 
     def decoded(self, modality: str) -> None:
         with self._lock:
@@ -146,6 +155,11 @@ class PipelineHealth:
     def sync_reset(self, now: float) -> None:
         with self._lock:
             self.last_reset_at = now
+
+    def set_memory_resets(self, resets: Mapping[str, int]) -> None:
+        """Resets of the memory of past instants so far, per reason (``memsam_core.temporal.RESET_REASONS``)."""
+        with self._lock:
+            self.memory_resets = {reason: count for reason, count in resets.items() if count}
 
     # ------------------------------------------------------------------ queries
     def silence(self, now: float) -> dict[str, float]:
@@ -218,6 +232,8 @@ class PipelineHealth:
             "sets_incomplete": str(sync_stats.dropped_incomplete),
             "sync_resets": str(sync_stats.resets),
             "sync_late": str(sum(sync_stats.late.values())),
+            "memory_resets": str(sum(self.memory_resets.values())),
+            "memory_resets_by_reason": ",".join(f"{r}:{n}" for r, n in sorted(self.memory_resets.items())),
             "missing_sensors": ",".join(sorted(silent)),
             "last_failure": self.last_failure,
         }
@@ -241,8 +257,17 @@ class PipelineHealth:
             "last_reason": topic.last_reason,
             "silent_s": f"{silent_for:.1f}" if silent_for is not None else "0",
             "frame_id": topic.frame_id,
+            "executor_us_p50": _percentile(topic.executor_us, 0.5),
+            "executor_us_p99": _percentile(topic.executor_us, 0.99),
         }
         return _status(level, f"{node_name}: input {topic.modality}", message, topic.frame_id or topic.topic, values)
+
+
+def _percentile(samples: deque[float], q: float) -> str:
+    if not samples:
+        return "nan"
+    ordered = sorted(samples)
+    return f"{ordered[min(int(q * len(ordered)), len(ordered) - 1)]:.1f}"
 
 
 def _status(level: int, name: str, message: str, hardware_id: str, values: Mapping[str, str]) -> DiagnosticStatus:

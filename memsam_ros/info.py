@@ -59,5 +59,7 @@ def info_dict(msg: Any) -> dict[str, Any]:
         "total_latency_ms": float(msg.total_latency_ms),
         "sets_dropped": int(msg.sets_dropped),
         "model_name": msg.model_name,
+        "memory_instants": int(getattr(msg, "memory_instants", 0)),
+        "memory_resets": int(getattr(msg, "memory_resets", 0)),
     }
     return out

@@ -13,24 +13,38 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from rclpy.clock import Clock, ClockType
 from rclpy.qos import QoSProfile
-from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.qos_overriding_options import QoSOverridingOptions, _declare_qos_parameters
 from rclpy.serialization import deserialize_message
+from rclpy.subscription import Subscription
 from sensor_msgs.msg import CameraInfo, Image
 
 from memsam_core.config import MemSamConfig
 from memsam_ros.diagnostics import PipelineHealth
+from memsam_ros.event_input import EventInputs, stream_qos
 from memsam_ros.faults import FaultReporter, StartupError
 from memsam_ros.info import BUILD_MSGS_HINT
 from memsam_ros.inputs.cdr import CdrError
 from memsam_ros.inputs.codec import ImageDecodeError, check_modality
-from memsam_ros.inputs.converter import MESSAGE_TYPES, TF_STATIC_TOPIC, TF_TOPIC, InputConverter, message_class
+from memsam_ros.inputs.converter import (
+    AUTO,
+    MESSAGE_TYPES,
+    PACKET_STREAMS,
+    TF_STATIC_TOPIC,
+    TF_TOPIC,
+    InputConverter,
+    message_class,
+    resolve_kind,
+)
 from memsam_ros.inputs.received import Received, received_from_cdr, received_from_raw
 from memsam_ros.inputs.stamps import ns_to_s
 from memsam_ros.qos import input_qos, tf_qos, tf_static_qos
 from memsam_ros.sync import BACKJUMP_RESET_S, ModalitySynchronizer, SyncedSet
 
 FORWARD_JUMP_TOLERANCE_S = 1.0  # stamp advancing this much more than wall time = jump forward
+GRAPH_POLL_S = 0.5  # how often an input of type auto without a publisher looks for one
+STEADY = Clock(clock_type=ClockType.STEADY_TIME)
 QOS_OVERRIDES = "qos_overrides."
 
 
@@ -58,9 +72,13 @@ class InputPath:
         self._group = callback_group
         self._subscriptions: list[Any] = []
         self._poll_timer: Any = None
+        self._graph_timer: Any = None
+        self._auto = set(converter.unresolved)  # inputs typed from the graph at every activation
+        self._subscribed: set[str] = set()  # modalities (and "tf") subscribed in this activation
         self._last_stamp: dict[str, tuple[float, float]] = {}  # modality -> (stamp, arrival)
         self._camera_info: CameraInfo | None = None
         self._camera_info_lock = threading.Lock()
+        self._event_inputs = EventInputs(converter, health, faults, self._accept)  # packet streams, drained
 
     @property
     def camera_info(self) -> CameraInfo | None:
@@ -74,53 +92,150 @@ class InputPath:
 
     # ------------------------------------------------------------------ subscriptions
     def subscribe(self) -> None:
-        """Subscribe every input (raises :class:`StartupError` naming the topic)."""
+        """Subscribe every input whose type is known (raises :class:`StartupError` naming the topic); inputs of type
+        ``auto`` are subscribed once a publisher shows their type (checked every ``GRAPH_POLL_S``)."""
         if self._subscriptions:
             return
         self.sync.clear()
         self.health.restart(time.monotonic())
         self._last_stamp.clear()
-        qos = self._input_qos
-        # (type, topic, callback, raw, profile factory); raw: the callback gets the serialized bytes
-        inputs: list[tuple[type, str, Callable[[Any], None], bool, Callable[[], QoSProfile]]] = []
-        for m, topic in self.topics.items():
-            if self.converter.types[m] == "image":
-                inputs.append((Image, topic, lambda raw, m=m: self._on_image(m, raw), True, qos))
+        for m in self._auto:
+            self.converter.set_type(m, AUTO)  # resolved afresh from the publishers of this activation
+        self._subscribed.clear()
+        self._add(CameraInfo, self.camera_info_topic, self._on_camera_info, raw=False)
+        for m in self.topics:
+            if self.converter.types[m] == AUTO:
+                self._resolve(m)
             else:
-                inputs.append((self.message_class(m), topic, self._raw_callback(m), True, qos))
-        inputs.append((CameraInfo, self.camera_info_topic, self._on_camera_info, False, qos))
-        if self.converter.needs_geometry:  # LiDAR -> camera transform
-            tf_type = self.message_class("tf")
-            inputs.append((tf_type, TF_STATIC_TOPIC, self.converter.on_tf, False, tf_static_qos))
-            inputs.append((tf_type, TF_TOPIC, self.converter.on_tf, False, tf_qos))
-        for msg_type, topic, callback, raw, profile in inputs:
-            try:  # a fresh profile each: rclpy applies qos_overrides.<topic>.* to the profile object in place
-                subscription = self.node.create_subscription(
-                    msg_type,
-                    topic,
-                    callback,
-                    profile(),
-                    callback_group=self._group,
-                    qos_overriding_options=QoSOverridingOptions.with_default_policies(),
-                    raw=raw,
-                )
-            except Exception as err:
-                raise StartupError(f"{topic}: {err} (qos_overrides.{topic}.subscription.*?)") from None
-            self._subscriptions.append(subscription)
+                self._check_configured_type(m)
+            if self.converter.types[m] != AUTO:
+                self._subscribe_modality(m)
+            else:  # a bad qos_overrides value for it is a start-up error now, not when its publisher appears
+                self._check_qos_overrides(self.topics[m])
+        # steady timers: arrivals are timed on the monotonic clock, so with use_sim_time a paused or absent /clock
+        # must not stop the synchroniser's silence decisions or the search for publishers
         poll_period = max(0.005, min(0.02, self.config.sync.max_wait_s / 4))
-        self._poll_timer = self.node.create_timer(poll_period, self._on_poll, callback_group=self._group)
+        self._poll_timer = self.node.create_timer(poll_period, self._on_poll, self._group, clock=STEADY)
+        if self.converter.unresolved:
+            self._graph_timer = self.node.create_timer(GRAPH_POLL_S, self._on_graph_poll, self._group, clock=STEADY)
+
+    def _subscribe_modality(self, modality: str) -> None:
+        topic = self.topics[modality]
+        if self.converter.types[modality] == "image":
+            self._add(Image, topic, self._timed(modality, lambda raw, m=modality: self._on_image(m, raw)))
+        elif self.converter.types[modality] in PACKET_STREAMS:  # taken in batches, never one callback per packet
+            subscription = self._add(
+                self.message_class(modality), topic, _ignore, profile=self._stream_qos, group=self._event_inputs.group
+            )
+            self._event_inputs.watch(modality, subscription)
+        else:
+            self._add(self.message_class(modality), topic, self._timed(modality, self._raw_callback(modality)))
+        self._subscribed.add(modality)
+        if self.converter.needs_geometry and "tf" not in self._subscribed:  # LiDAR -> camera transform
+            tf_type = self.message_class("tf")
+            self._add(tf_type, TF_STATIC_TOPIC, self.converter.on_tf, raw=False, profile=tf_static_qos)
+            self._add(tf_type, TF_TOPIC, self.converter.on_tf, raw=False, profile=tf_qos)
+            self._subscribed.add("tf")
+
+    def _add(
+        self,
+        msg_type: type,
+        topic: str,
+        callback: Callable[[Any], None],
+        raw: bool = True,
+        profile: Callable[[], QoSProfile] | None = None,
+        group: Any = None,
+    ) -> Any:
+        """One subscription; ``raw``: the callback gets the serialized bytes (only the header is read there)."""
+        try:  # a fresh profile each: rclpy applies qos_overrides.<topic>.* to the profile object in place
+            subscription = self.node.create_subscription(
+                msg_type,
+                topic,
+                callback,
+                (profile or self._input_qos)(),
+                callback_group=group or self._group,
+                qos_overriding_options=QoSOverridingOptions.with_default_policies(),
+                raw=raw,
+            )
+        except Exception as err:
+            raise StartupError(f"{topic}: {err} (qos_overrides.{topic}.subscription.*?)") from None
+        self._subscriptions.append(subscription)
+        return subscription
+
+    def _check_qos_overrides(self, topic: str) -> None:
+        """Declare and apply ``qos_overrides.<topic>.subscription.*`` as ``create_subscription`` will (rclpy's own
+        helper; it accepts parameters already declared), so a value it cannot parse fails activation."""
+        try:
+            _declare_qos_parameters(
+                Subscription, self.node, topic, self._input_qos(), QoSOverridingOptions.with_default_policies()
+            )
+        except Exception as err:
+            raise StartupError(f"{topic}: {err} (qos_overrides.{topic}.subscription.*?)") from None
+
+    # ------------------------------------------------------------------ input types from the graph
+    def publisher_types(self, topic: str) -> list[str]:
+        """The type of each publisher on ``topic`` (what ``ros2 topic info -v`` lists)."""
+        return [str(info.topic_type) for info in self.node.get_publishers_info_by_topic(topic)]
+
+    def _resolve(self, modality: str) -> None:
+        """An ``auto`` input's type from its topic's publishers; a conflict or a refused type is one warning."""
+        topic = self.topics[modality]
+        kind, problem = resolve_kind(modality, topic, self.publisher_types(topic))
+        if problem is not None:
+            self.faults.once(("type", modality, problem), problem)
+        if kind is None:
+            self.faults.once(
+                ("type-wait", modality, topic),
+                f"{topic} [{modality}]: no publisher of a type {modality} accepts yet; subscribing when one appears "
+                f"(ros.{modality}_type: auto)",
+            )
+            return
+        self.converter.set_type(modality, kind)
+        self.node.get_logger().info(f"{topic} [{modality}]: {MESSAGE_TYPES[kind]} (from its publishers)")
+
+    def type_mismatch(self, modality: str) -> str | None:
+        """Why an input of an explicit type receives nothing: its publishers send another type (None if not)."""
+        topic, kind = self.topics[modality], self.converter.types[modality]
+        offered = sorted(set(self.publisher_types(topic)))
+        if kind == AUTO or not offered or MESSAGE_TYPES[kind] in offered:
+            return None
+        return (
+            f"{topic} [{modality}] is published as {', '.join(offered)} but ros.{modality}_type is {kind!r} "
+            f"({MESSAGE_TYPES[kind]}): nothing will be received; set ros.{modality}_type: auto"
+        )
+
+    def _check_configured_type(self, modality: str) -> None:
+        if (problem := self.type_mismatch(modality)) is not None:
+            self.faults.once(("type-mismatch", modality, problem), problem)
+
+    def _on_graph_poll(self) -> None:
+        for modality in self.converter.unresolved:
+            self._resolve(modality)
+            if self.converter.types[modality] != AUTO:
+                try:
+                    self._subscribe_modality(modality)
+                except StartupError as err:
+                    self.faults.warn(modality, "subscribe", str(err))
+        if not self.converter.unresolved and self._graph_timer is not None:
+            self.node.destroy_timer(self._graph_timer)
+            self._graph_timer = None
 
     def unsubscribe(self) -> None:
+        self._event_inputs.clear()
         for subscription in self._subscriptions:
             self.node.destroy_subscription(subscription)
         self._subscriptions = []
-        if self._poll_timer is not None:
-            self.node.destroy_timer(self._poll_timer)
-            self._poll_timer = None
+        for timer in (self._poll_timer, self._graph_timer):
+            if timer is not None:
+                self.node.destroy_timer(timer)
+        self._poll_timer = self._graph_timer = None
         self.sync.clear()
 
     def _input_qos(self) -> QoSProfile:
         return input_qos(self.config.ros)
+
+    def _stream_qos(self) -> QoSProfile:
+        return stream_qos(self.config.ros)
 
     def message_class(self, modality: str) -> type:
         """The rclpy class of ``modality``'s configured input type ("tf": TFMessage)."""
@@ -175,19 +290,31 @@ class InputPath:
         return on_message
 
     def _on_events(self, modality: str, raw: bytes, msg_type: type) -> None:
+        """``dvs_msgs/EventArray``: every event is its own message, so it is decoded here (an empty one is normal)."""
         now = time.monotonic()
         try:
-            received, count = self.converter.receive(modality, deserialize_message(raw, msg_type), now)
+            received, _ = self.converter.receive(modality, deserialize_message(raw, msg_type), now)
         except Exception as err:  # a malformed packet is a warning, never a crash
             self.health.message(modality, now)
             self.faults.warn(modality, "decode", f"cannot decode the event message: {err}", decode_error=True)
             return
-        if count == 0:
-            self.faults.warn(modality, "empty", "event message without events (nothing added to the window)")
         self._accept(modality, received, now)
+
+    def _timed(self, modality: str, callback: Callable[[Any], None]) -> Callable[[Any], None]:
+        """``callback`` with its executor time recorded for ``/diagnostics`` (``executor_us_p50``/``_p99``)."""
+
+        def timed(message: Any) -> None:
+            started, drained = time.perf_counter(), self._event_inputs.drain_s
+            callback(message)
+            own = time.perf_counter() - started - (self._event_inputs.drain_s - drained)  # an RGB frame drains events
+            self.health.executor_time(modality, own)
+
+        return timed
 
     def _accept(self, modality: str, received: Received, now: float) -> None:
         """A readable input message: health, stamp checks, synchroniser."""
+        if modality == self.reference:
+            self._event_inputs.drain()  # the packets that came before this frame may complete its set at once
         self.health.message(modality, now, received.frame_id)
         stamp = ns_to_s(received.stamp_ns)
         self._check_stamp(modality, stamp, now)
@@ -214,7 +341,7 @@ class InputPath:
             self.faults.warn(
                 modality, "backjump", f"stamp jumped back by {last_stamp - stamp:.3f} s (bag loop?): {action}"
             )
-        elif stamp <= last_stamp:
+        elif stamp < last_stamp:  # equal stamps are in order (an event stream's packets without a new time word)
             self.faults.warn(
                 modality,
                 "order",
@@ -225,4 +352,9 @@ class InputPath:
             self.faults.warn(modality, "forwardjump", f"stamp jumped forward by {stamp - last_stamp:.3f} s")
 
     def _on_poll(self) -> None:
+        self._event_inputs.drain()
         self._submit(self.sync.poll(time.monotonic()))
+
+
+def _ignore(_: Any) -> None:
+    """The callback of a subscription the executor never runs (:class:`~memsam_ros.event_input.EventInputs`)."""

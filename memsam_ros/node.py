@@ -46,7 +46,7 @@ from memsam_ros.fastdds import PROFILE_VARIABLE, use_large_data_profile
 from memsam_ros.faults import FaultReporter, StartupError
 from memsam_ros.heap import keep_large_buffers
 from memsam_ros.info import BUILD_MSGS_HINT, info_message_type
-from memsam_ros.input_path import QOS_OVERRIDES, InputPath
+from memsam_ros.input_path import QOS_OVERRIDES, STEADY, InputPath
 from memsam_ros.inputs.converter import InputConverter
 from memsam_ros.outputs import Outputs
 from memsam_ros.params import (
@@ -56,7 +56,7 @@ from memsam_ros.params import (
     parameter_source,
     unknown_overrides,
 )
-from memsam_ros.processing import SetProcessor
+from memsam_ros.processing import QueuedSet, SetProcessor
 from memsam_ros.sync import ModalitySynchronizer, SyncedSet
 from memsam_ros.throttle import WarningThrottle
 from memsam_ros.topics import camera_info_topic, modality_topics
@@ -116,7 +116,7 @@ class SegmentNode(LifecycleNode):
         self._log_handler = _ForwardToRosLogger(self)
         for name in ("memsam_core", "memsam_ros"):
             logging.getLogger(name).addHandler(self._log_handler)
-        self._worker: LatestWorker[SyncedSet] | None = None
+        self._worker: LatestWorker[QueuedSet] | None = None
         self._starting = False
         self._tune_interpreter = tune_interpreter
         self._warning_sink = warning_sink
@@ -171,8 +171,8 @@ class SegmentNode(LifecycleNode):
             )
         self.srv_enable = self.create_service(SetBool, "~/enable", self._on_enable, callback_group=self._input_group)
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._diag_timer = self.create_timer(
-            cfg.ros.diagnostics_period_s, self._on_diagnostics, callback_group=MutuallyExclusiveCallbackGroup()
+        self._diag_timer = self.create_timer(  # rates and silence are wall-clock things; the stamps follow the clock
+            cfg.ros.diagnostics_period_s, self._on_diagnostics, MutuallyExclusiveCallbackGroup(), clock=STEADY
         )
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -252,18 +252,25 @@ class SegmentNode(LifecycleNode):
                 return self._configure_failed(f"cannot subscribe: {err}")
         self._warn_unknown_qos_overrides()
         self.get_logger().info(
-            f"active: segmenting {', '.join(f'{m}={t}' for m, t in self.topics.items())} "
+            f"active: segmenting {', '.join(f'{m}={t} ({self.inputs.types[m]})' for m, t in self.topics.items())} "
             f"({self.config.ros.reliability} QoS)" + ("" if self._enabled else "; disabled until ~/enable true")
         )
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Unsubscribe; the model stays loaded for a quick activate."""
+        """Unsubscribe; the model stays loaded for a quick activate (its memory of past instants is forgotten)."""
         self._active = False
         self.input_path.unsubscribe()
         if self._worker is not None:
             self._worker.wait_idle(10.0)
+        self._forget_past_instants()
         return super().on_deactivate(state)
+
+    def _forget_past_instants(self) -> None:
+        """The stream of sets stopped (deactivate, ``~/enable`` false): what comes next is not its continuation."""
+        if self.segmenter is not None:
+            self.segmenter.reset("deactivate")
+            self.health.set_memory_resets(self.segmenter.memory_resets_by_reason)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Unload the model and remove the publishers."""
@@ -306,6 +313,8 @@ class SegmentNode(LifecycleNode):
                 response.success, response.message = False, f"cannot subscribe: {err}"
                 self.get_logger().error(f"~/enable: {response.message}")
                 return response
+            if not self._enabled:
+                self._forget_past_instants()
         state = self.lifecycle_state
         response.success = True
         response.message = ("enabled" if self._enabled else "disabled") + (
@@ -327,9 +336,10 @@ class SegmentNode(LifecycleNode):
 
     # ------------------------------------------------------------------ worker
     def _submit(self, sets: list[SyncedSet]) -> None:
+        epoch = self.sync.resets  # right after the synchroniser formed these sets: the reset they belong after
         for synced in sets:
             if self._worker is not None:  # the hand-off wait starts the set now, not at the next GIL switch
-                self._worker.submit(synced, handoff_timeout_s=WORKER_HANDOFF_TIMEOUT_S)
+                self._worker.submit(QueuedSet(synced, epoch), handoff_timeout_s=WORKER_HANDOFF_TIMEOUT_S)
 
     def _dropped(self) -> int:
         return self._worker.dropped if self._worker is not None else 0
@@ -368,8 +378,12 @@ class SegmentNode(LifecycleNode):
                     self.get_logger().info(f"{self.topics[m]} [{m}]: receiving again")
                 continue
             self.health.mark_silent(m, True)
+            if self.segmenting and (problem := self.input_path.type_mismatch(m)) is not None:
+                self.faults.once(("type-mismatch", m, problem), problem)  # a publisher that appeared later
             if not all_silent:
                 effect = "nothing to segment" if m == self.reference else f"sets are published without {m}"
+                if m in self.inputs.unresolved:
+                    effect += f" (no publisher yet, so its type is unknown: ros.{m}_type auto)"
                 self.faults.throttled((m, "silent"), f"{self.topics[m]} [{m}]: silent for {silent[m]:.1f} s; {effect}")
 
     # ------------------------------------------------------------------ parameters

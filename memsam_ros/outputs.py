@@ -13,12 +13,13 @@ import cv2
 import numpy as np
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, Image, RegionOfInterest
 from std_msgs.msg import Header, String
 
 from memsam_core.classes import IGNORE_INDEX
 from memsam_ros.faults import FaultReporter
 from memsam_ros.info import make_info
+from memsam_ros.inputs.camera import window, windowed_intrinsics
 from memsam_ros.inputs.codec import array_to_cdr
 from memsam_ros.qos import output_qos
 
@@ -107,7 +108,9 @@ class Outputs:
         return out
 
     def publish_camera_info(self, header: Header, shape: tuple[int, ...]) -> None:
-        """``~/camera_info``: the reference camera's calibration with the labels' header and size."""
+        """``~/camera_info``: the reference camera's calibration with the labels' header. Labels are on the RGB
+        image's pixel grid, so the RGB ``CameraInfo`` describes them as it is, binning and ROI included (REP 104:
+        full-resolution calibration plus the window that was published)."""
         source = self._camera_info()
         if source is None:
             self.faults.once(("camera_info",), f"no CameraInfo on {self.camera_info_topic} yet: ~/camera_info waits")
@@ -115,8 +118,8 @@ class Outputs:
         height, width = int(shape[0]), int(shape[1])
         info = CameraInfo(
             header=header,
-            height=height,
-            width=width,
+            height=source.height,
+            width=source.width,
             distortion_model=source.distortion_model,
             d=source.d,
             k=source.k,
@@ -126,15 +129,10 @@ class Outputs:
             binning_y=source.binning_y,
             roi=source.roi,
         )
-        if (source.height, source.width) != (height, width) and source.height and source.width:
-            sx, sy = width / source.width, height / source.height
-            info.k = scaled_intrinsics(source.k, sx, sy, 3)
-            info.p = scaled_intrinsics(source.p, sx, sy, 4)
-            self.faults.once(
-                ("camera_info_size", str(source.width), str(source.height)),
-                f"{self.camera_info_topic}: CameraInfo is {source.width}x{source.height} but the images are "
-                f"{width}x{height}; ~/camera_info scales the intrinsics",
-            )
+        if not (source.height and source.width):  # no calibrated size to check against: the labels' size
+            info.height, info.width = height, width
+        elif not self._fit_to_labels(info, source, height, width):
+            return
         if self.extrinsics == "registered" and source.header.frame_id != header.frame_id:
             self.faults.once(
                 ("camera_info_frame", source.header.frame_id, header.frame_id),
@@ -142,6 +140,30 @@ class Outputs:
                 f"image's {header.frame_id!r}; ~/camera_info carries the image's",
             )
         self.camera_info.publish(info)
+
+    def _fit_to_labels(self, info: CameraInfo, source: CameraInfo, height: int, width: int) -> bool:
+        """Where the calibration describes images of another size than the labels, rewrite ``info`` as the plain
+        camera of the labels: binning and ROI applied, intrinsics scaled, no binning or ROI left (one warning).
+        False for a ROI the calibration cannot hold (one warning; nothing to publish)."""
+        try:
+            area = window(source)
+        except ValueError as err:
+            self.faults.once(("camera_info_window", str(err)), f"{self.camera_info_topic}: {err}; ~/camera_info waits")
+            return False
+        described_height, described_width = area.image_size
+        if (described_height, described_width) == (height, width):
+            return True
+        sx, sy = width / described_width, height / described_height
+        info.k = scaled_intrinsics(windowed_intrinsics(source.k, area, 3), sx, sy, 3)
+        info.p = scaled_intrinsics(windowed_intrinsics(source.p, area, 4), sx, sy, 4)
+        info.height, info.width, info.binning_x, info.binning_y = height, width, 0, 0
+        info.roi = RegionOfInterest()
+        self.faults.once(
+            ("camera_info_size", str(described_width), str(described_height)),
+            f"{self.camera_info_topic}: CameraInfo is {described_width}x{described_height} but the images are "
+            f"{width}x{height}; ~/camera_info scales the intrinsics",
+        )
+        return True
 
 
 def scaled_intrinsics(matrix: Sequence[float], sx: float, sy: float, columns: int) -> list[float]:

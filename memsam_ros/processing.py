@@ -2,12 +2,19 @@
 
 The labels go out first (planners wait for them); the overlay and confidence only for subscribers; input checks
 that only warn (all-invalid depth, resolutions, frame ids) run after the outputs, off the latency path.
+
+Memory across time (``model.temporal_memory`` ≥ 1): every set reaches the engine through
+:meth:`~memsam_core.engine.Segmenter.segment_instant` with its RGB stamp and the synchroniser's reset count when it
+was formed (:class:`QueuedSet`), so the memory of past instants is reset on a synchroniser reset, stamps going back
+and a gap, exactly where a bag replay resets it. A set the keep-newest worker drops never gets here, so it never
+enters the memory.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,15 +24,23 @@ from memsam_core.engine import Segmenter
 from memsam_ros.diagnostics import PipelineHealth
 from memsam_ros.faults import FaultReporter
 from memsam_ros.inputs.received import Received, decode_set
-from memsam_ros.inputs.stamps import to_time
+from memsam_ros.inputs.stamps import ns_to_s, to_time
 from memsam_ros.outputs import Outputs
 from memsam_ros.sync import SyncedSet
 
 MAX_NONFINITE_DEPTH_FRACTION = 0.5  # warn above this share of NaN/Inf depth pixels (REP 118 allows some)
 
 
+@dataclass(frozen=True)
+class QueuedSet:
+    """A synchronised set on its way to the worker, with the synchroniser's reset count when it was formed."""
+
+    synced: SyncedSet
+    sync_epoch: int = 0
+
+
 class SetProcessor:
-    """Callable on the keep-newest worker: ``processor(synced)``."""
+    """Callable on the keep-newest worker: ``processor(queued)``."""
 
     def __init__(
         self,
@@ -46,9 +61,10 @@ class SetProcessor:
         self.info_type, self.model_name = info_type, model_name
         self._running, self._dropped = running, dropped
 
-    def __call__(self, synced: SyncedSet) -> None:
+    def __call__(self, queued: QueuedSet) -> None:
         if not self._running():
             return  # deactivated or disabled meanwhile: nothing is published
+        synced = queued.synced
         items: dict[str, Received] = synced.items
         frames, errors = decode_set(items, items[self.reference].stamp_ns)
         for modality, reason in errors.items():
@@ -62,7 +78,7 @@ class SetProcessor:
         header = Header(stamp=to_time(stamp), frame_id=frame_id)
         outputs = self.outputs
         want_confidence = outputs.wants_confidence
-        result = self.segmenter.segment_batch([frames], confidence=want_confidence)[0]
+        result = self.segmenter.segment_instant(frames, ns_to_s(stamp), queued.sync_epoch, want_confidence)
         outputs.publish_labels(result.labels, stamp, frame_id)
         latency_ms = (time.monotonic() - reference.arrival) * 1000.0
         outputs.publish_camera_info(header, result.labels.shape)
@@ -73,6 +89,8 @@ class SetProcessor:
             colors = self.segmenter.colorize(result.labels)
             outputs.publish_color(result.labels, colors, frames.get("rgb"), stamp, frame_id)
         self.health.output(time.monotonic(), latency_ms, result.inference_ms)
+        if result.extras.get("memory_reset"):
+            self.health.set_memory_resets(self.segmenter.memory_resets_by_reason)
         for modality in ("depth", "lidar"):
             if modality in frames:
                 self.check_depth(modality, frames[modality])
@@ -89,6 +107,8 @@ class SetProcessor:
             "total_latency_ms": float(latency_ms),
             "sets_dropped": int(self._dropped()),
             "model_name": self.model_name,
+            "memory_instants": int(result.extras.get("memory_instants", 0)),
+            "memory_resets": int(result.extras.get("memory_resets", 0)),
         }
 
     # ------------------------------------------------------------------ input checks (warnings only)

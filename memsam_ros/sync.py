@@ -1,8 +1,23 @@
-"""Synchroniser of the modality streams around the reference (RGB), adding no waiting of its own.
+"""Synchroniser of the modality streams around the reference (RGB), with two policies.
 
 message_filters is not on PyPI, and its Python ApproximateTimeSynchronizer emits nothing while one input
 is silent and can emit an older set after a newer one. This one is ROS-free (stamps are float seconds, the
-caller passes its clock) and picks what an oracle that saw the whole recording would pick:
+caller passes its clock). What a set waits for is the policy's (``sync.policy``):
+
+* ``nearest`` (the default) picks what an oracle that saw the whole recording would pick, so a set waits
+  until every other sensor has sent a message stamped at or after the RGB stamp, or is silent, at most
+  ``max_wait_s``: with a 10 Hz LiDAR up to its period (100 ms) plus its latency. It waits for nothing more
+  than that proof (the rules below).
+* ``latest`` waits for nothing: the set goes out in the ``add`` of its reference, with, per other modality,
+  the newest message received so far whose stamp is within ``slop_s`` of the reference (older or newer than
+  it). A sensor slower than ``slop_s`` allows is then often missing, and the stamp skew is the price (the
+  node reports it per modality in ``~/info``). An event stream's set has the events received by then: its
+  window up to the RGB stamp may lack the last packet's worth (the stream's latency). The choice depends on
+  arrival order across topics, which a bag replay over DDS does not reproduce, so evaluation uses
+  ``nearest`` (:func:`replay_config`). ``single_use`` under ``latest``: a message serves at most one set,
+  and a modality never goes back to a message older than one it already gave (missing instead).
+
+``nearest`` in detail:
 
 * **Matching.** Each reference message gets, per other modality, the message nearest in stamp within
   ``slop_s`` (ties: the earlier stamp). By default a message may serve several sets: a 15 Hz LiDAR is in
@@ -10,7 +25,7 @@ caller passes its clock) and picks what an oracle that saw the whole recording w
   sensor in every output). Modalities in ``single_use`` give each message to one set only (the
   message_filters behaviour): a message serves the reference nearest to it, and each reference takes
   the nearest of the messages that chose it.
-* **No waiting of its own.** A set goes out as soon as, for every other modality, its choice is certain
+* **Waiting for proof, nothing more.** A set goes out as soon as, for every other modality, its choice is certain
   or the modality is silent. Certain: a message stamped at or after the reference has arrived (messages
   of one topic arrive in stamp order, so no later one can be nearer); for a single-use choice stamped
   after the reference, also the next reference (it decides which reference the message is nearest to).
@@ -22,8 +37,9 @@ caller passes its clock) and picks what an oracle that saw the whole recording w
   ``queue_size`` newer references wait behind it, whatever is still missing. Sets go out in
   reference-stamp order; an incomplete older set never holds back a newer one longer than the rules
   above, because any message that makes a newer choice certain makes the older one certain too.
-* Sets lacking a ``required`` modality are dropped (``dropped_incomplete``); a reference stamp jumping back
-  by more than ``reset_backjump_s`` (a bag loop) resets the queues.
+Both policies: sets lacking a ``required`` modality are dropped (``dropped_incomplete``); a reference stamp
+jumping back by more than ``reset_backjump_s`` (a bag loop) resets the queues; sets go out in reference-stamp
+order (under ``latest`` a reference older than the last set is ``late``).
 
 Accounting, per modality ``m`` (checked by the property tests)::
 
@@ -38,6 +54,7 @@ sets each modality went into (a reused message counts once per set).
 from __future__ import annotations
 
 import bisect
+import logging
 import statistics
 import threading
 from collections import deque
@@ -48,9 +65,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from memsam_core.config import MemSamConfig
 
+LOG = logging.getLogger(__name__)
 BACKJUMP_RESET_S = 1.0
 """A reference stamp going back more than this is a bag loop / restarted source: the queues reset."""
 PERIOD_SAMPLES = 9  # recent stamp intervals whose median is a topic's usual period
+POLICIES: tuple[str, ...] = ("nearest", "latest")
+"""``sync.policy`` values: the oracle's nearest message (waits for proof) or the newest received (waits for nothing)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +122,17 @@ def _key(entry: _Entry) -> float:
     return entry.stamp
 
 
+def replay_config(config: MemSamConfig) -> MemSamConfig:
+    """``config`` with ``sync.policy: nearest``, for replaying a bag (offline and live evaluation, which must
+    agree): ``latest`` picks by arrival order across topics, which a replay over DDS does not reproduce."""
+    if config.sync.policy == "nearest":
+        return config
+    LOG.warning(
+        "sync.policy %s: replaying a bag with nearest (offline and live give the same sets only so)", config.sync.policy
+    )
+    return config.model_copy(update={"sync": config.sync.model_copy(update={"policy": "nearest"})})
+
+
 class ModalitySynchronizer:
     """Thread-safe; call :meth:`add` from subscription callbacks and :meth:`poll` from a timer."""
 
@@ -115,6 +146,7 @@ class ModalitySynchronizer:
         max_wait_s: float = 0.2,
         single_use: Iterable[str] = (),
         reset_backjump_s: float = BACKJUMP_RESET_S,
+        policy: str = "nearest",
     ) -> None:
         required, single_use = tuple(required), tuple(single_use)
         if len(set(modalities)) != len(modalities):
@@ -125,6 +157,8 @@ class ModalitySynchronizer:
             raise ValueError(f"required {list(required)} must be a subset of {modalities}")
         if not set(single_use) <= set(modalities) - {reference}:
             raise ValueError(f"single_use {list(single_use)} must be modalities other than the reference {reference!r}")
+        if policy not in POLICIES:
+            raise ValueError(f"policy {policy!r} is not one of {list(POLICIES)}")
         if slop_s < 0 or max_wait_s < 0 or reset_backjump_s <= 0 or queue_size < 1:
             raise ValueError("need slop_s >= 0, max_wait_s >= 0, reset_backjump_s > 0, queue_size >= 1")
         self.modalities = list(modalities)
@@ -136,6 +170,7 @@ class ModalitySynchronizer:
         self.queue_size = queue_size
         self.max_wait_s = max_wait_s
         self.reset_backjump_s = reset_backjump_s
+        self.policy = policy
         self._lock = threading.Lock()
         self._queues: dict[str, list[_Entry]] = {m: [] for m in modalities}  # sorted by stamp; reference = pending
         self._stats = SyncStats.empty(self.modalities)
@@ -145,6 +180,7 @@ class ModalitySynchronizer:
         self._intervals: dict[str, deque[float]] = {m: deque(maxlen=PERIOD_SAMPLES) for m in modalities}
         self._period: dict[str, float] = dict.fromkeys(modalities, 0.0)
         self._started: tuple[float, float] | None = None  # (caller time, stamp) of the first message
+        self._last_served: dict[str, float | None] = dict.fromkeys(modalities)  # latest, single-use: newest given
 
     @classmethod
     def from_config(cls, config: MemSamConfig) -> ModalitySynchronizer:
@@ -157,6 +193,7 @@ class ModalitySynchronizer:
             queue_size=config.sync.queue_size,
             max_wait_s=config.sync.max_wait_s,
             single_use=tuple(m for m in config.sync.single_use if m in config.model.modalities),
+            policy=config.sync.policy,
         )
 
     # ------------------------------------------------------------------ public API
@@ -231,6 +268,7 @@ class ModalitySynchronizer:
             queue.clear()
         self._last_final = None
         self._newest = dict.fromkeys(self.modalities)
+        self._last_served = dict.fromkeys(self.modalities)
         for intervals in self._intervals.values():
             intervals.clear()
         self._period = dict.fromkeys(self.modalities, 0.0)
@@ -243,9 +281,14 @@ class ModalitySynchronizer:
             return duplicate or (last is not None and stamp <= last)
         if last is None:
             return False
-        if modality in self.single_use:
+        if self._nearest_single_use(modality):
             return stamp <= last  # nearest to the last final reference or an earlier one
-        return stamp < last - self.slop_s
+        served = self._last_served[modality]
+        return stamp < last - self.slop_s or (served is not None and stamp <= served)
+
+    def _nearest_single_use(self, modality: str) -> bool:
+        """A single-use modality under ``nearest``: its message goes to the reference nearest to it."""
+        return modality in self.single_use and self.policy == "nearest"
 
     def _insert(self, modality: str, entry: _Entry) -> None:
         queue = self._queues[modality]
@@ -270,7 +313,7 @@ class ModalitySynchronizer:
         if newest_ref is None:
             return set()
         first_future = bisect.bisect_right(queue, newest_ref, key=_key)
-        if modality not in self.single_use:
+        if not self._nearest_single_use(modality):
             first_future = max(first_future - 1, 0)  # the newest message up to it may suit a future reference too
         keep = chosen | set(range(first_future, len(queue)))
         gone = [i for i in range(len(queue)) if i not in keep]
@@ -324,6 +367,20 @@ class ModalitySynchronizer:
                 best = index  # ascending stamps: a tie keeps the earlier one
         return best
 
+    def _latest_choice(self, modality: str, ref: float) -> int | None:
+        """Index of the newest message within ``slop_s`` of ``ref`` received so far, or None (single-use: None
+        when that one is not newer than what the modality already gave)."""
+        queue = self._queues[modality]
+        low = bisect.bisect_left(queue, ref - self.slop_s, key=_key)
+        high = bisect.bisect_right(queue, ref + self.slop_s, key=_key)
+        for index in reversed(range(max(low - 1, 0), min(high + 1, len(queue)))):  # +-1: the bounds round
+            if abs(queue[index].stamp - ref) <= self.slop_s:
+                served = self._last_served[modality]
+                if modality in self.single_use and served is not None and queue[index].stamp <= served:
+                    return None
+                return index
+        return None
+
     def _certain(self, modality: str, ref: float, choice: int | None, next_ref: float | None, now: float) -> bool:
         newest = self._newest[modality]
         if newest is None or newest < ref:
@@ -339,10 +396,13 @@ class ModalitySynchronizer:
         while refs:
             ref = refs[0]
             next_ref = refs[1].stamp if len(refs) > 1 else None
-            forced = now - ref.arrival >= self.max_wait_s or len(refs) > self.queue_size
+            forced = self.policy == "latest" or now - ref.arrival >= self.max_wait_s or len(refs) > self.queue_size
             choices: dict[str, int] = {}
             for m in self.others:
-                choice = self._choice(m, ref.stamp, self._last_final, next_ref)
+                if self.policy == "latest":
+                    choice = self._latest_choice(m, ref.stamp)
+                else:
+                    choice = self._choice(m, ref.stamp, self._last_final, next_ref)
                 if not forced and not self._certain(m, ref.stamp, choice, next_ref, now):
                     return out  # newer references are not ready either (see the module doc)
                 if choice is not None:
@@ -366,6 +426,8 @@ class ModalitySynchronizer:
         for m in self.single_use & choices.keys():
             self._queues[m].remove(entries[m])
             self._stats.used[m] += 1
+            if self.policy == "latest":
+                self._last_served[m] = entries[m].stamp
         present = [m for m in self.modalities if m in entries]
         for m in present:
             self._stats.served[m] += 1
@@ -379,16 +441,19 @@ class ModalitySynchronizer:
         )
 
     def _prune(self, final: float) -> None:
-        """Drop what no reference after ``final`` can use: single-use messages stamped up to ``final``; reusable
-        ones older than ``final - slop`` or older than the newest one stamped up to ``final``."""
+        """Drop what no reference after ``final`` can use: under ``nearest``, single-use messages stamped up to
+        ``final``; otherwise those older than ``final - slop`` or than the newest one stamped up to ``final`` (and,
+        single-use under ``latest``, those not newer than the last one it gave)."""
         for m in self.others:
             queue = self._queues[m]
-            if m in self.single_use:
+            if self._nearest_single_use(m):
                 stale = bisect.bisect_right(queue, final, key=_key)
             else:
                 at_or_before = bisect.bisect_right(queue, final, key=_key)
                 stale = max(bisect.bisect_left(queue, final - self.slop_s, key=_key), at_or_before - 1, 0)
                 stale = min(stale, at_or_before)
+                if (served := self._last_served[m]) is not None and m in self.single_use:  # latest: never again
+                    stale = max(stale, bisect.bisect_right(queue, served, key=_key))
             for entry in queue[:stale]:
                 self._count_gone(m, entry, evicted=False)
             del queue[:stale]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the interface packages off-ROS: the repository's own ament_cmake package with MEMSAM_INTERFACES_ONLY=ON,
-# i.e. memsam_msgs (msg/) and the vendored sensor interfaces (msg/vendor/: event_camera_msgs, dvs_msgs, tf2_msgs),
+# i.e. memsam_msgs (msg/) and the vendored sensor interfaces (msg/vendor/: event_camera_msgs, event_array_msgs,
+# dvs_msgs, tf2_msgs),
 # with colcon against the ament_cmake / rosidl toolchain of the PyPI ROS 2 Kilted wheels in .venv, into
 # install/memsam_ros. Then hook the result into the venv so plain `.venv/bin/python` imports them (a .pth for the
 # Python packages, a site-packages/ros_memsam_ros.libs symlink for the C typesupport libraries, which the
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 VENV=${VENV:-$ROOT/.venv}
 VPY="$VENV/bin/python"
-PACKAGES=(memsam_msgs event_camera_msgs dvs_msgs tf2_msgs)
+PACKAGES=(memsam_msgs event_camera_msgs event_array_msgs dvs_msgs tf2_msgs)
 PREFIX="$ROOT/install/memsam_ros"
 STAMP="$ROOT/install/.memsam_msgs.stamp"
 # Keep in sync with the "msg build" block of requirements.txt (~= pins the Kilted series of ros-rclpy).
@@ -35,7 +36,8 @@ p = sysconfig.get_paths()
 print(f'{sys.version_info[0]}.{sys.version_info[1]}', p['purelib'], p['include'])")
 
 hook_into_venv() {
-  rm -f "$SITE"/{memsam_msgs,event_camera_msgs,dvs_msgs,tf2_msgs}.pth "$SITE"/ros_{memsam_msgs,event_camera_msgs,dvs_msgs,tf2_msgs}.libs
+  rm -f "$SITE"/{memsam_msgs,event_camera_msgs,event_array_msgs,dvs_msgs,tf2_msgs}.pth \
+    "$SITE"/ros_{memsam_msgs,event_camera_msgs,event_array_msgs,dvs_msgs,tf2_msgs}.libs
   echo "$PREFIX/lib/python$PYVER/site-packages" > "$SITE/memsam_interfaces.pth"
   ln -sfn "$PREFIX/lib" "$SITE/ros_memsam_ros.libs"
 }

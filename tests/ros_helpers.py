@@ -97,7 +97,9 @@ class FramePublisher(Node):
         types: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__("memsam_test_publisher", context=context)
-        kinds = {m: (types or {}).get(m, "image") for m in topics}
+        # the node's default "auto" takes the type these publishers offer: Image, unless a test configures another
+        configured = {m: (types or {}).get(m, "image") for m in topics}
+        kinds = {m: "image" if kind == "auto" else kind for m, kind in configured.items()}
         self.pubs = {
             m: self.create_publisher(message_class(MESSAGE_TYPES[kinds[m]]), topic, RELIABLE)
             for m, topic in topics.items()

@@ -3,7 +3,10 @@
 The oracle sees the whole recording at once. For every reference message it picks, per modality, the
 message nearest in stamp within ``slop`` (ties: the earlier stamp). For a single-use modality a message
 may only serve the reference nearest to it (ties: the earlier reference), and each reference takes the
-nearest of the messages that chose it.
+nearest of the messages that chose it. That is what ``sync.policy: nearest`` must give.
+
+:func:`newest_received` is the brute-force model of ``sync.policy: latest``: for every reference, per
+modality, the newest stamp within ``slop`` among the messages that arrived before it.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RIG_RATES_HZ: dict[str, float] = {"rgb": 30.0, "depth": 30.0, "lidar": 15.0, "event": 60.0}
-"""The rates the issue measured: RGB 30 Hz, depth 30, LiDAR 15, events 60."""
+RIG_RATES_HZ: dict[str, float] = {"rgb": 30.0, "depth": 30.0, "lidar": 10.0, "event": 60.0}
+"""A rig's rates (issue 23): RGB 30 Hz, depth 30, LiDAR 10, event packets 60."""
 RIG_DELAYS_S: dict[str, float] = {"rgb": 0.008, "depth": 0.012, "lidar": 0.020, "event": 0.004}
 """Stamp-to-arrival transport/driver delay per sensor."""
 
@@ -88,6 +91,27 @@ def oracle(
         for r in refs:
             chosen = _nearest(candidates[r.token], r.stamp, slop)
             result[r.token][m] = chosen.token if chosen else None
+    return result
+
+
+def newest_received(
+    messages: list[Msg], modalities: list[str], slop: float, reference: str = "rgb"
+) -> dict[tuple[str, int], dict[str, tuple[str, int] | None]]:
+    """``{reference token: {modality: token or None}}``: per modality, the message with the newest stamp within
+    ``slop`` of the reference among those before it in ``messages`` (arrival order), i.e. received when the
+    reference arrived. No single-use, no queue bound: the model ``sync.policy: latest`` is checked against."""
+    result: dict[tuple[str, int], dict[str, tuple[str, int] | None]] = {}
+    received: dict[str, list[Msg]] = {m: [] for m in modalities}
+    for msg in messages:
+        if msg.modality != reference:
+            received[msg.modality].append(msg)
+            continue
+        choice: dict[str, tuple[str, int] | None] = {reference: msg.token}
+        for m in modalities:
+            if m != reference:
+                within = [c for c in received[m] if abs(c.stamp - msg.stamp) <= slop]
+                choice[m] = max(within, key=lambda c: c.stamp).token if within else None
+        result[msg.token] = choice
     return result
 
 

@@ -136,3 +136,42 @@ def test_wrong_files_are_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFix
         from memsam_core.model.convert import convert_memorysam_checkpoint
 
         convert_memorysam_checkpoint(no_lora, tmp_path / "y.pt")
+
+
+@pytest.mark.parametrize(
+    ("given", "wrong"),
+    [("rgb,thermal", "unknown thermal"), ("rgb,depth,depth", "each modality once"), ("depth,rgb", "rgb must be first")],
+)
+def test_a_wrong_modality_list_is_one_line_before_anything_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], given: str, wrong: str
+) -> None:
+    assert main([str(tmp_path / "absent.pth"), str(tmp_path / "x.pt"), "--modalities", given]) == 2
+    err = capsys.readouterr().err
+    assert wrong in err and err.count("\n") == 1 and "absent.pth" not in err  # the list is checked first
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_a_chosen_frame_order_is_recorded_and_the_segmenter_runs_it(converted) -> None:
+    """The reference's img name is accepted; the order reaches the spec and the network's input frames."""
+    import numpy as np
+
+    from memsam_core.model.build import read_memsam_checkpoint
+
+    _, default_dst = converted
+    dst = default_dst.with_name("memorysam_rgb_lidar_depth.pt")
+    src = default_dst.with_name("RGBDEL_epoch95_65.38.pth")
+    assert main([str(src), str(dst), "--modalities", "img,lidar,depth"]) == 0
+    data = read_memsam_checkpoint(dst)
+    assert data["spec"]["model"]["modalities"] == ["rgb", "lidar", "depth"]
+    assert data["reference_modals"] == ["img", "lidar", "depth"]  # as the reference's DATASET.MODALS spells them
+    assert read_memsam_checkpoint(default_dst)["spec"]["model"]["modalities"] == ["rgb", "depth", "event", "lidar"]
+    segmenter, config = load_segmenter(dst, device="cpu")
+    assert config.model.modalities == ["rgb", "lidar", "depth"] and segmenter.model.num_modalities == 3
+    seen = []
+    segmenter.model.register_forward_pre_hook(lambda _, args: seen.append(args[0].clone()))
+    values = {"rgb": 0, "depth": 90, "lidar": 200}
+    frames = {name: np.full((64, 64, 3), value, np.uint8) for name, value in values.items()}
+    result = segmenter.segment_batch([frames], confidence=False)[0]
+    assert result.modalities == ("rgb", "lidar", "depth") and result.labels.shape == (64, 64)
+    means = [float(seen[0][0, k, :, 100:200, 100:200].mean()) for k in range(3)]  # input frames, in network order
+    assert means[1] == pytest.approx(200 / 255, abs=1e-3) and means[2] == pytest.approx(90 / 255, abs=1e-3)

@@ -4,7 +4,9 @@ A small DELIVER-layout set in DELIVER's file encodings (CARLA 24-bit depth PNGs,
 low-resolution event PNGs) → ``python -m memsam_training.train`` → ``best.pt``. The validation scenes are then
 recorded as a rosbag2 the way a vehicle would: depth ``32FC1`` metres, LiDAR ``16UC1`` millimetres (REP 118),
 events at their own resolution. Bag → offline evaluation (the node's codec, synchroniser and Segmenter, built
-from the checkpoint alone) must give the training evaluation's mIoU.
+from the checkpoint alone) must give the training evaluation's mIoU. Both score through the same Segmenter, so the
+equality checks the plumbing (the DELIVER loader and the node's codec hand it the same arrays), not accuracy; the
+same scenes recorded with the depth x1000 must score apart (the fault rule).
 
 Runtime: ~45 s on 2 CPU cores, ~2 min on a busy one (24 training iterations at 128 px, 12 validation sets twice).
 """
@@ -85,3 +87,14 @@ def test_node_path_scores_the_training_evaluation(trained, tmp_path: Path) -> No
         assert board.confusion(frames).miou(nan_to_zero=True) == pytest.approx(
             training_report["per_condition"][condition]["miou"], abs=1e-3
         )
+
+    # The fault rule: the same scenes recorded with the depth in millimetres but labelled 32FC1 metres (a driver
+    # mix-up, depth x1000) must score outside the tolerance, so the equality above is not one any input passes.
+    scaled = [
+        BagFrame({**item.frames, "depth": item.frames["depth"] * 1000.0}, item.labels, item.scene) for item in items
+    ]
+    write_bag(tmp_path / "scaled_depth_bag", scaled, encodings={"depth": "32FC1", "lidar": "16UC1"})
+    broken = evaluate_bag_offline(tmp_path / "scaled_depth_bag", config, progress=False).scoreboard
+    broken_miou = broken.confusion().miou(nan_to_zero=True)
+    print(f"the same scenes with depth x1000: node path mIoU {broken_miou:.6f}")
+    assert abs(broken_miou - training_report["miou"]) > 1e-3, (broken_miou, training_report["miou"])

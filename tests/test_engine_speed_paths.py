@@ -49,6 +49,22 @@ def test_engine_forward_matches_naive_reference_for_each_frame_count(count):
     torch.testing.assert_close(engine, model.forward_reference(frames), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("broken", ["frames in another order", "one frame off by 1e-3"])
+def test_engine_naive_tolerance_rejects_a_broken_input(broken):
+    """The fault rule for engine = naive: the tolerance above (1e-4; measured agreement 6-8e-8) is tight enough to
+    see the naive path given the modality frames in another order (each frame attends to another memory), or one
+    frame whose preprocessing is off by 1e-3."""
+    model = build_memorysam(_config().model, seed=2)
+    frames = _frames(2, seed=2)
+    offset = torch.tensor([0.0, 1e-3]).view(1, 2, 1, 1, 1)  # the second frame only
+    wrong = frames.flip(1) if broken == "frames in another order" else frames + offset
+    with torch.no_grad():
+        engine = model(frames, skip_last_memory=True)["logits"]
+        torch.testing.assert_close(engine, model.forward_reference(frames), rtol=1e-4, atol=1e-4)
+        with pytest.raises(AssertionError):
+            torch.testing.assert_close(engine, model.forward_reference(wrong), rtol=1e-4, atol=1e-4)
+
+
 def test_cached_position_encodings_equal_sam2_and_are_batch_views():
     model = build_memorysam(_config().model, seed=3)
     stock = [m.position_encoding for m in (model.sam.image_encoder.neck, model.sam.memory_encoder)]
@@ -113,6 +129,16 @@ def test_bf16_autocast_on_cpu_tracks_fp32(segmenter):
     assert error < 0.05, f"bf16 relative error {error:.3f}"
     agreement = (approx.argmax(1) == reference.argmax(1)).float().mean()
     assert agreement > 0.9, f"bf16 argmax agreement {agreement:.3f}"
+
+
+def test_bf16_tolerance_rejects_frames_in_another_order(segmenter):
+    """The fault rule for the test above: bf16 given the modality frames in another order is outside its tolerance
+    (measured relative error 0.107 against 0.007 for the right order; tolerance 0.05)."""
+    fast = Segmenter(_config(precision="bf16"), model=segmenter.model)
+    frames = _frames(4, seed=2)
+    reference, swapped = segmenter.logits(frames), fast.logits(frames.flip(1))
+    error = (swapped - reference).abs().mean() / reference.abs().mean()
+    assert error > 0.05, f"bf16 on reordered frames: relative error {error:.3f}"
 
 
 def test_slow_cpu_precisions_are_named_at_start_up():

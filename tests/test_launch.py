@@ -15,6 +15,11 @@ from memsam_core.config import load_config
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "segment.launch.py"
 EXPECTED_ARGS = {
+    "rgb_type",
+    "depth_type",
+    "lidar_type",
+    "event_type",
+    "use_sim_time",
     "params_file",
     "config_file",
     "checkpoint",
@@ -63,6 +68,19 @@ def test_node_action_package_executable_and_remappings():
     assert set(topics) == {config.ros.topic(m) for m in ("rgb", "depth", "lidar", "event")}
 
 
+def test_type_arguments_offer_what_the_node_accepts():
+    """The launch file lists the input types itself (it imports nothing of memsam): they must be the node's."""
+    from memsam_ros.inputs.converter import ACCEPTED
+
+    tree = _tree()
+    types = next(
+        ast.literal_eval(n.value)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "INPUT_TYPES"
+    )
+    assert types == ACCEPTED
+
+
 def test_executable_is_a_console_script():
     import configparser
 
@@ -105,13 +123,27 @@ def test_launch_description_builds():
         {"params_file": str(ROOT / "config/segment.yaml"), "config_file": "", "checkpoint": "/m.pt", "namespace": ""}
     )
     context.launch_configurations.update({arg: f"/cam/{arg}" for arg in EXPECTED_ARGS if arg.endswith("_topic")})
+    context.launch_configurations.update({arg: "" for arg in EXPECTED_ARGS if arg.endswith("_type")})
+    context.launch_configurations["use_sim_time"] = "false"
     for autostart in ("true", "false"):
         context.launch_configurations["autostart"] = autostart
         (node,) = module._node(context)
         assert isinstance(node, LifecycleNode) and node.node_executable == "segment_node"
         params_file, overrides = evaluate_parameters(context, node._Node__parameters)  # the launch arguments win
         assert str(params_file).endswith("config/segment.yaml")
-        assert overrides == {"ros.autostart": autostart == "true", "inference.checkpoint": "/m.pt"}
+        assert overrides == {
+            "ros.autostart": autostart == "true",
+            "inference.checkpoint": "/m.pt",
+            "use_sim_time": False,
+        }
+    # an input type given is passed; an empty one leaves the params file's value (default auto)
+    context.launch_configurations.update({"event_type": "event_packet", "use_sim_time": "true"})
+    _, overrides = evaluate_parameters(context, module._node(context)[0]._Node__parameters)
+    assert overrides["ros.event_type"] == "event_packet" and overrides["use_sim_time"] is True
+    assert not {"ros.rgb_type", "ros.depth_type", "ros.lidar_type"} & set(overrides)
+    context.launch_configurations["lidar_type"] = "pointclouds"
+    with pytest.raises(ValueError, match="lidar_type"):
+        module._node(context)
 
 
 def test_autostart_argument_becomes_the_node_parameter():

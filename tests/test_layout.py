@@ -67,6 +67,19 @@ def test_tools_live_in_their_own_subpackage():
         assert f"memsam_ros.{module}" not in modules, f"{module} belongs in memsam_ros/inputs/"
 
 
+def test_the_input_layer_imports_nothing_of_the_node():
+    """``memsam_ros/inputs/`` (the decoders) stands apart: it imports memsam_core and itself, never the node."""
+    inputs = "memsam_ros.inputs"
+    arrows = [
+        (m, t)
+        for m, targets in graph().items()
+        if m.startswith(inputs)
+        for t in targets
+        if t.startswith("memsam_ros") and not (t == inputs or t.startswith(inputs + ".")) and t != "memsam_ros"
+    ]
+    assert arrows == [], f"the input layer imports the node runtime: {arrows}"
+
+
 def test_runtime_never_imports_the_tools():
     arrows = [(m, t) for m, targets in graph().items() if not is_tool(m) for t in targets if is_tool(t)]
     assert arrows == [], f"node runtime imports tools: {arrows}"

@@ -28,6 +28,8 @@ def sample() -> SegmentationInfo:
         total_latency_ms=57.25,
         sets_dropped=3,
         model_name="sam2.1_hiera_t",
+        memory_instants=2,
+        memory_resets=5,
     )
 
 
@@ -48,6 +50,8 @@ def test_field_contract() -> None:
         "total_latency_ms": "float",
         "sets_dropped": "uint32",
         "model_name": "string",
+        "memory_instants": "uint8",
+        "memory_resets": "uint32",
     }
 
 

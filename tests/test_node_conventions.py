@@ -2,8 +2,9 @@
 
 * only the messages that go into a set are decoded, on the inference thread;
 * ``~/color`` and ``~/confidence`` are computed only while someone subscribes;
-* frame_ids that disagree with ``ros.extrinsics: registered`` warn once; ``~/camera_info`` is scaled to the
-  labels' size when the calibration is for another resolution;
+* frame_ids that disagree with ``ros.extrinsics: registered`` warn once; ``~/camera_info`` carries a binned/ROI
+  calibration of the labels' images as it is (REP 104) and is rewritten as the labels' plain camera when the
+  calibration describes another resolution;
 * ``/diagnostics``: ``hardware_id`` on every status, and rates right above 51.2 Hz;
 * the GIL switch interval: 0.5 ms for CPU inference, Python's default on CUDA, or the parameter.
 
@@ -116,7 +117,8 @@ def test_unchecked_extrinsics_do_not_warn():
         h.close()
 
 
-def test_camera_info_for_another_resolution_is_scaled_to_the_labels(lean):
+def _camera_info_out(lean, info: CameraInfo, stamp_s: float) -> CameraInfo:
+    """Publish ``info`` on the RGB camera_info topic, run one set at ``stamp_s`` and return its ``~/camera_info``."""
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
     received: list[CameraInfo] = []
@@ -125,22 +127,78 @@ def test_camera_info_for_another_resolution_is_scaled_to_the_labels(lean):
     pub = lean.publisher.create_publisher(CameraInfo, "/rgb/camera_info", reliable)
     try:
         assert wait_until(lambda: pub.get_subscription_count() and sub.get_publisher_count(), 10)
-        info = CameraInfo(header=Header(stamp=to_time(240.0), frame_id="camera"), height=192, width=256)
-        info.k = [200.0, 0.0, 128.0, 0.0, 200.0, 96.0, 0.0, 0.0, 1.0]
-        info.p = [200.0, 0.0, 128.0, 0.0, 0.0, 200.0, 96.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        info.header = Header(stamp=to_time(stamp_s), frame_id="camera")
         pub.publish(info)
-        assert wait_until(lambda: lean.node.input_path.camera_info is not None, 10)
-        assert lean.roundtrip(240.0, scene_frames(seed=11)) is not None
-        out = wait_until(lambda: [r for r in received if r.header.stamp.sec == 240], 10)
+        assert wait_until(lambda: (got := lean.node.input_path.camera_info) and got.header == info.header, 10)
+        assert lean.roundtrip(stamp_s, scene_frames(seed=11)) is not None
+        out = wait_until(lambda: [r for r in received if r.header.stamp == info.header.stamp], 10)
         assert out, "no ~/camera_info"
-        scaled = out[0]
-        assert (scaled.width, scaled.height) == (128, 96)  # the labels' size
-        assert list(scaled.k) == [100.0, 0.0, 64.0, 0.0, 100.0, 48.0, 0.0, 0.0, 1.0]
-        assert list(scaled.p)[:7] == [100.0, 0.0, 64.0, 0.0, 0.0, 100.0, 48.0]
-        assert len(lean.warnings_matching("CameraInfo is 256x192 but the images are 128x96")) == 1
+        return out[0]
     finally:
         lean.collector.destroy_subscription(sub)
         lean.publisher.destroy_publisher(pub)
+
+
+def _labels_camera(info: CameraInfo) -> tuple[tuple[int, int], tuple[float, ...]]:
+    """What an image_geometry consumer reads from ``info``: the image size and K, binning and ROI applied."""
+    from memsam_ros.inputs.camera import camera_model
+
+    camera = camera_model(info)
+    return (camera.width, camera.height), camera.k
+
+
+def test_camera_info_for_another_resolution_is_scaled_to_the_labels(lean):
+    info = CameraInfo(height=192, width=256)
+    info.k = [200.0, 0.0, 128.0, 0.0, 200.0, 96.0, 0.0, 0.0, 1.0]
+    info.p = [200.0, 0.0, 128.0, 0.0, 0.0, 200.0, 96.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    scaled = _camera_info_out(lean, info, 240.0)
+    assert (scaled.width, scaled.height) == (128, 96)  # the labels' size
+    assert list(scaled.k) == [100.0, 0.0, 64.0, 0.0, 100.0, 48.0, 0.0, 0.0, 1.0]
+    assert list(scaled.p)[:7] == [100.0, 0.0, 64.0, 0.0, 0.0, 100.0, 48.0]
+    assert len(lean.warnings_matching("CameraInfo is 256x192 but the images are 128x96")) == 1
+
+
+# a 352x264 sensor binned 2x2 from a 256x192 window at (40, 24): 128x96 images, the labels' size
+BINNED_K = [200.0, 0.0, 168.0, 0.0, 200.0, 120.0, 0.0, 0.0, 1.0]
+LABELS_K = (100.0, 0.0, 64.0, 0.0, 100.0, 48.0, 0.0, 0.0, 1.0)  # (168 - 40) / 2, (120 - 24) / 2
+
+
+def _binned_info(binning: int) -> CameraInfo:
+    from sensor_msgs.msg import RegionOfInterest
+
+    info = CameraInfo(height=264, width=352, binning_x=binning, binning_y=binning)
+    info.k = BINNED_K
+    info.p = [*BINNED_K[:3], 0.0, *BINNED_K[3:6], 0.0, *BINNED_K[6:], 0.0]
+    info.roi = RegionOfInterest(x_offset=40, y_offset=24, width=256, height=192)
+    return info
+
+
+def test_camera_info_with_binning_and_roi_describes_the_labels(lean):
+    """A binned, cropped calibration describing 128x96 images goes out as it came (REP 104), and read the way
+    image_geometry reads it, it is the labels' camera."""
+    out = _camera_info_out(lean, _binned_info(2), 242.0)
+    assert (out.width, out.height, out.binning_x, out.binning_y) == (352, 264, 2, 2)
+    assert (out.roi.x_offset, out.roi.y_offset, out.roi.width, out.roi.height) == (40, 24, 256, 192)
+    assert list(out.k) == BINNED_K
+    assert _labels_camera(out) == ((128, 96), LABELS_K)
+    assert not lean.warnings_matching("CameraInfo is 352x264")
+    # the broken counterpart, the former ~/camera_info: K scaled from 352x264 to 128x96, binning and ROI kept
+    from memsam_ros.outputs import scaled_intrinsics
+
+    former = _binned_info(2)
+    former.k = scaled_intrinsics(BINNED_K, 128 / 352, 96 / 264, 3)
+    assert _labels_camera(former) != ((128, 96), LABELS_K)
+
+
+def test_camera_info_with_a_window_of_another_size_becomes_the_labels_plain_camera(lean):
+    """Unbinned, the 256x192 window is not the labels' size: ~/camera_info is the labels' own camera (window
+    applied, scaled, no binning or ROI left), one warning."""
+    out = _camera_info_out(lean, _binned_info(1), 244.0)
+    assert (out.width, out.height, out.binning_x, out.binning_y) == (128, 96, 0, 0)
+    assert (out.roi.x_offset, out.roi.y_offset, out.roi.width, out.roi.height) == (0, 0, 0, 0)
+    assert tuple(out.k) == LABELS_K and _labels_camera(out) == ((128, 96), LABELS_K)
+    assert list(out.p)[:7] == [100.0, 0.0, 64.0, 0.0, 0.0, 100.0, 48.0]
+    assert len(lean.warnings_matching("CameraInfo is 256x192 but the images are 128x96")) == 1  # the same once
 
 
 def test_diagnostics_have_hardware_ids(lean):

@@ -101,13 +101,20 @@ def test_bad_rig_messages_are_warnings_naming_the_topic(harness, scene) -> None:
         harness.warnings,
         harness.node.sync.stats(),
     )
-    # an empty event packet: a warning, and the stream goes on
+    # an event packet without events is normal (nothing changed in front of the camera): no warning
     empty = rig.event_packets(make, np.zeros_like(scene.frames["event"]), s_to_ns(22.0), WINDOW_NS, seed=0)[0][1]
     harness.publisher.publish("event", empty)
-    assert wait_until(lambda: harness.warnings_matching(rig.RIG_TOPICS["event"], "without events"), 10.0), (
+    out = harness.wait_output(_send_set(harness, scene, 23.0))
+    assert out is not None and "event" in list(out["info"].modalities_used), harness.warnings
+    assert not harness.warnings_matching(rig.RIG_TOPICS["event"], "without events"), harness.warnings
+    # a malformed packet (not whole 64-bit mono words) is a warning naming the topic; the stream goes on
+    bad = rig.event_packets(make, scene.frames["event"], s_to_ns(24.0), WINDOW_NS, seed=0)[0][1]
+    bad.events = bytes(bad.events)[:-3]
+    harness.publisher.publish("event", bad)
+    assert wait_until(lambda: harness.warnings_matching(rig.RIG_TOPICS["event"], "whole number"), 10.0), (
         harness.warnings
     )
-    out = harness.wait_output(_send_set(harness, scene, 23.0))
+    out = harness.wait_output(_send_set(harness, scene, 25.0))
     assert out is not None and "event" in list(out["info"].modalities_used), harness.warnings
 
 

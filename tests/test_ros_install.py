@@ -119,7 +119,9 @@ def test_colcon_builds_the_node_its_messages_and_executables(workspace: dict[str
     assert {"segment_node", "memsam-play-bag", "memsam-eval-bag"} <= set(executables[1::2]), executables
     shown = _run(["ros2", "interface", "show", "memsam_msgs/msg/SegmentationInfo"], workspace)
     assert shown.returncode == 0 and "modalities_missing" in shown.stdout, shown.stdout + shown.stderr
-    for vendored in ("event_camera_msgs/msg/EventPacket", "dvs_msgs/msg/EventArray", "tf2_msgs/msg/TFMessage"):
+    vendored_types = ("event_camera_msgs/msg/EventPacket", "event_array_msgs/msg/EventArray", "dvs_msgs/msg/EventArray",
+                      "tf2_msgs/msg/TFMessage")  # fmt: skip
+    for vendored in vendored_types:
         assert _run(["ros2", "interface", "show", vendored], workspace).returncode == 0, vendored
     assert (prefix / "share" / "memsam_ros" / "launch" / "segment.launch.py").is_file()
     assert (prefix / "share" / "memsam_ros" / "config" / "fastdds_shm.xml").is_file()
@@ -188,24 +190,18 @@ def _wait_for_node(env: dict[str, str], launch: subprocess.Popen, log: Path, tim
     raise AssertionError(f"the launched node did not become active: {log.read_text()[-3000:]}")
 
 
-def test_launched_node_takes_a_rig_bag(workspace: dict[str, str], tmp_path: Path) -> None:
+def test_launched_node_takes_a_rig_bag_with_remaps_only(workspace: dict[str, str], tmp_path: Path) -> None:
     """A bag as a vehicle records it (compressed images, PointCloud2 + /tf_static, an EventPacket stream, at
-    their own rates) into the launched node: every set uses all four sensors."""
-    import yaml
-
+    their own rates), played from another process into the node launched with remaps only: each input takes the
+    type its publisher offers (``ros.<m>_type: auto``) and every set uses all four sensors."""
+    from memsam_ros.inputs.converter import MESSAGE_TYPES
     from memsam_ros.tools import rig
 
     bag = tmp_path / "rig_bag"
     made = _run(["ros2", "run", "memsam_ros", "memsam-make-bag", str(bag), "--rig", "--frames", "20",
                  "--height", "120", "--width", "160"], workspace)  # fmt: skip
     assert made.returncode == 0, made.stderr
-    ros = {
-        **{f"{m}_topic": topic for m, topic in rig.RIG_TOPICS.items()},
-        **{f"{m}_type": kind for m, kind in rig.RIG_TYPES.items()},
-        "camera_info_topic": rig.CAMERA_INFO_TOPIC,
-    }
-    params_file = tmp_path / "rig_params.yaml"  # a rig's own params file: its topics and their message types
-    params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"ros": ros, "inference": {"device": "cpu"}}}}))
+    remaps = [f"{m}_topic:={topic}" for m, topic in rig.RIG_TOPICS.items()]  # camera_info: next to the RGB topic
     from memsam_core.config import load_config
     from memsam_core.model import build_memorysam, save_checkpoint
 
@@ -214,8 +210,7 @@ def test_launched_node_takes_a_rig_bag(workspace: dict[str, str], tmp_path: Path
     save_checkpoint(checkpoint, build_memorysam(config.model, seed=0), config)
     log = (tmp_path / "launch.log").open("w")
     launch = subprocess.Popen(
-        ["ros2", "launch", "memsam_ros", "segment.launch.py", f"params_file:={params_file}",
-         f"checkpoint:={checkpoint}"],
+        ["ros2", "launch", "memsam_ros", "segment.launch.py", f"checkpoint:={checkpoint}", *remaps],
         env=workspace, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
@@ -237,5 +232,7 @@ def test_launched_node_takes_a_rig_bag(workspace: dict[str, str], tmp_path: Path
     text = (tmp_path / "launch.log").read_text()
     received = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith("/")}
     assert int(received[f"{NODE}/labels"][0]) >= 3, (out, err, text[-2000:])  # keep-newest: the CPU drops some
-    assert received[f"{NODE}/info"][2] == "rgb,depth,lidar,event", (out, text[-2000:])
+    assert received[f"{NODE}/info"][2] == "rgb,depth,lidar,event", (out, text[-2000:])  # in every set
+    for m, kind in rig.RIG_TYPES.items():  # the types came from the publishers
+        assert f"{rig.RIG_TOPICS[m]} [{m}]: {MESSAGE_TYPES[kind]} (from its publishers)" in text, text[-3000:]
     assert code == 0 and "Traceback" not in text, text[-3000:]

@@ -13,9 +13,11 @@ import pytest
 from memsam_core.data.synthetic import SceneConfig, generate_scene
 from memsam_core.events import EventBatch, EventWindow, accumulate, frame_to_events
 from memsam_core.lidar import CameraModel, Extrinsics, project_to_depth, to_frame, unproject_depth
+from memsam_ros.inputs.camera import camera_model
 from memsam_ros.inputs.codec import ImageDecodeError
 from memsam_ros.inputs.compressed import decode_compressed_depth, decode_compressed_image, encode_compressed_depth
-from memsam_ros.inputs.event_codecs import decode_event_array, decode_event_packet, encode_event_packet
+from memsam_ros.inputs.event_codecs import PacketDecoder, decode_event_array, encode_mono
+from memsam_ros.inputs.event_stream import EventStream, packet_view
 from memsam_ros.inputs.pointcloud import PointCloudError, pointcloud2_to_xyz
 
 K = (600.0, 0.0, 641.3, 0.0, 590.0, 358.7, 0.0, 0.0, 1.0)
@@ -132,6 +134,88 @@ def test_synthetic_lidar_survives_the_trip_through_a_point_cloud() -> None:
         unproject_depth(scene.frames["lidar"], CAMERAS["plumb_bob"])
 
 
+# ------------------------------------------------------------------------------- CameraInfo binning and ROI
+BINNING, ROI = 2, (40, 24, 256, 192)  # x_offset, y_offset, width, height in full-resolution pixels
+
+
+def _binned_camera_info(published_k: np.ndarray, binning: int = BINNING, roi: tuple[int, ...] = ROI):
+    """The CameraInfo a driver publishes for a 128x96 image binned ``binning``x from a ``roi`` of a 352x264
+    sensor (REP 104): the calibration at full resolution, whose window is the published camera ``published_k``."""
+    from sensor_msgs.msg import CameraInfo, RegionOfInterest
+
+    fx, cx, fy, cy = published_k[0, 0], published_k[0, 2], published_k[1, 1], published_k[1, 2]
+    full = [fx * binning, 0.0, cx * binning + roi[0], 0.0, fy * binning, cy * binning + roi[1], 0.0, 0.0, 1.0]
+    info = CameraInfo(width=352, height=264, distortion_model="plumb_bob", d=[0.0] * 5, k=full)
+    info.p = [*full[:3], 0.0, *full[3:6], 0.0, *full[6:], 0.0]
+    info.header.frame_id = "camera"
+    info.binning_x = info.binning_y = binning
+    info.roi = RegionOfInterest(x_offset=roi[0], y_offset=roi[1], width=roi[2], height=roi[3])
+    return info
+
+
+def _missed_returns(depth: np.ndarray, expected: np.ndarray) -> float:
+    """Fraction of the expected LiDAR pixels not reproduced within 1 mm (a depth image of another size is
+    brought to the expected size with nearest, as the node resamples every modality)."""
+    if depth.shape != expected.shape:
+        rows = np.arange(expected.shape[0]) * depth.shape[0] // expected.shape[0]
+        cols = np.arange(expected.shape[1]) * depth.shape[1] // expected.shape[1]
+        depth = depth[rows[:, None], cols[None, :]]
+    returns = expected > 0
+    return float((np.abs(depth[returns] - expected[returns]) > 1e-3).mean())
+
+
+def test_binned_roi_camera_projects_onto_the_published_image() -> None:
+    scene = generate_scene(9, SceneConfig(height=96, width=128))
+    published = CameraModel(128, 96, tuple(scene.intrinsics.reshape(-1)))
+    cloud = to_frame(unproject_depth(scene.frames["lidar"], published), EXTRINSICS)  # the scene as a LiDAR sees it
+    camera = camera_model(_binned_camera_info(scene.intrinsics))
+    assert (camera.width, camera.height) == (128, 96)  # roi 256x192 / binning 2
+    np.testing.assert_allclose(camera.matrix, scene.intrinsics, atol=1e-9)  # image_geometry's K for the window
+    depth = project_to_depth(cloud, EXTRINSICS, camera)
+    assert _missed_returns(depth, scene.frames["lidar"]) == 0.0
+    np.testing.assert_allclose(depth, scene.frames["lidar"], atol=1e-4)
+    # the node's path: CameraInfo and PointCloud2 messages through the InputConverter
+    from memsam_core.config import load_config
+    from memsam_ros.inputs.converter import InputConverter
+
+    converter = InputConverter(load_config(None, {"ros.lidar_type": "pointcloud"}))
+    converter.fallback = EXTRINSICS  # what ros.lidar_extrinsics gives where tf has no chain
+    assert converter.on_camera_info(_binned_camera_info(scene.intrinsics)) is None
+    np.testing.assert_allclose(converter.project(_cloud(cloud, "padded_f64_be")), scene.frames["lidar"], atol=1e-4)
+
+
+@pytest.mark.parametrize("ignored", ["binning and roi", "binning", "roi"])
+def test_ignoring_binning_or_roi_misses_the_returns(ignored: str) -> None:
+    """The broken counterparts: the former camera model (the full calibration as it is), and each half of the
+    window left out of ``K`` of the 128x96 image; most returns land on wrong pixels, so the check above fails."""
+    from dataclasses import replace
+
+    scene = generate_scene(9, SceneConfig(height=96, width=128))
+    published = CameraModel(128, 96, tuple(scene.intrinsics.reshape(-1)))
+    cloud = to_frame(unproject_depth(scene.frames["lidar"], published), EXTRINSICS)
+    info = _binned_camera_info(scene.intrinsics)
+    if ignored == "binning and roi":
+        camera = CameraModel(int(info.width), int(info.height), tuple(info.k))
+    else:
+        if "binning" in ignored:
+            info.binning_x = info.binning_y = 0
+        else:
+            info.roi.x_offset = info.roi.y_offset = 0
+        camera = replace(camera_model(info), width=128, height=96)
+    missed = _missed_returns(project_to_depth(cloud, EXTRINSICS, camera), scene.frames["lidar"])
+    assert missed > 0.5, f"ignoring {ignored}: {missed:.2f} of the returns missed"
+
+
+def test_unusable_windows_are_clear_errors() -> None:
+    k = np.array([[100.0, 0, 64], [0, 100.0, 48], [0, 0, 1]])
+    with pytest.raises(ValueError, match="does not fit the calibrated 352x264"):
+        camera_model(_binned_camera_info(k, roi=(200, 24, 256, 192)))
+    with pytest.raises(ValueError, match="leaves no pixel"):
+        camera_model(_binned_camera_info(k, binning=300))
+    unbinned = camera_model(_binned_camera_info(k, binning=1, roi=(0, 0, 0, 0)))  # zeros: no binning, full image
+    assert (unbinned.width, unbinned.height) == (352, 264) and unbinned.k == (100.0, 0, 64, 0, 100.0, 48, 0, 0, 1)
+
+
 # ------------------------------------------------------------------------------------------ PointCloud2
 def _cloud(points: np.ndarray, layout: str):
     from sensor_msgs.msg import PointCloud2, PointField
@@ -196,6 +280,37 @@ def test_malformed_pointcloud2_is_a_clear_error() -> None:
         pointcloud2_to_xyz(msg)
 
 
+def _hiding_scene() -> tuple[np.ndarray, np.ndarray, Extrinsics, CameraModel]:
+    """Real returns in the LiDAR frame plus the no-return (0, 0, 0) points an older ouster-ros publishes, with the
+    LiDAR on the bumper 1.2 m ahead of the camera: its origin projects inside the image, onto a real return."""
+    camera = CameraModel(160, 120, (100.0, 0.0, 80.0, 0.0, 100.0, 60.0, 0.0, 0.0, 1.0))
+    bumper = Extrinsics(_AXES, np.array([0.1, 0.3, 1.2]))  # LiDAR origin → camera (0.1, 0.3, 1.2): pixel (88, 85)
+    rng = np.random.default_rng(5)
+    in_camera = np.column_stack([rng.uniform(-8, 8, 299), rng.uniform(-1, 5, 299), rng.uniform(6, 40, 299)])
+    behind_origin = np.array([[0.1 * 20 / 1.2, 0.3 * 20 / 1.2, 20.0]])  # on the origin's ray, 20 m away
+    returns = to_frame(np.vstack([in_camera, behind_origin]), bumper)
+    zeros = np.zeros((200, 3), np.float32)
+    return returns, np.vstack([returns[:150], zeros[:100], returns[150:], zeros[100:]]), bumper, camera
+
+
+def test_no_return_zero_points_are_dropped_and_project_like_the_cloud_without_them() -> None:
+    returns, with_zeros, bumper, camera = _hiding_scene()
+    decoded = pointcloud2_to_xyz(_cloud(with_zeros, "xyzi_f32"))
+    np.testing.assert_array_equal(decoded, returns)
+    expected = project_to_depth(returns, bumper, camera)
+    assert expected[85, 88] == pytest.approx(20.0, abs=1e-3), "the real return on the origin's pixel"
+    np.testing.assert_array_equal(project_to_depth(decoded, bumper, camera), expected)
+
+
+def test_keeping_zero_points_hides_the_real_return_on_the_origin_pixel() -> None:
+    """The broken counterpart: a decoder that keeps (0, 0, 0) (the former one) paints the LiDAR origin, 1.2 m
+    away, over the real 20 m return, so the projection check above fails for it."""
+    returns, with_zeros, bumper, camera = _hiding_scene()
+    kept = project_to_depth(with_zeros, bumper, camera)
+    assert kept[85, 88] == pytest.approx(1.2, abs=1e-3)
+    assert not np.array_equal(kept, project_to_depth(returns, bumper, camera))
+
+
 # ------------------------------------------------------------------------------------ CompressedImage
 class _Compressed:
     def __init__(self, fmt: str, data: bytes) -> None:
@@ -216,6 +331,73 @@ def test_png_and_jpeg_colour_decode_to_rgb() -> None:
         _Compressed("mono8; png compressed mono8", cv2.imencode(".png", rgb[..., 1])[1].tobytes()), "rgb"
     )
     assert mono.shape == rgb.shape and np.array_equal(mono[..., 0], rgb[..., 1])
+
+
+RED = np.zeros((24, 32, 3), np.uint8)
+RED[..., 0] = 255
+
+
+def _encoded(array: np.ndarray, ext: str) -> bytes:
+    ok, data = cv2.imencode(ext, array, [cv2.IMWRITE_JPEG_QUALITY, 95] if ext == ".jpg" else [])
+    assert ok
+    return data.tobytes()
+
+
+def _publisher_payloads() -> dict[str, bytes]:
+    """A pure red image as each kind of publisher encodes it with OpenCV (whose imencode takes BGR(A) order):
+    image_transport's publisher converts colour to bgr8 first (``compressed bgr8``, also for ``rgba8`` in png);
+    a publisher writing ``compressed rgb8``/``rgba8`` hands its RGB(A) array to imencode as it is; older
+    publishers (plain ``jpeg``/``png``) wrote BGR."""
+    bgr, rgba = cv2.cvtColor(RED, cv2.COLOR_RGB2BGR), cv2.cvtColor(RED, cv2.COLOR_RGB2RGBA)
+    return {
+        "rgb8; jpeg compressed bgr8": _encoded(bgr, ".jpg"),
+        "bgr8; jpeg compressed bgr8": _encoded(bgr, ".jpg"),
+        "rgb8; png compressed bgr8": _encoded(bgr, ".png"),
+        "rgba8; png compressed bgr8": _encoded(bgr, ".png"),
+        "rgb8; jpeg compressed rgb8": _encoded(RED, ".jpg"),
+        "rgb8; png compressed rgb8": _encoded(RED, ".png"),
+        "rgba8; png compressed rgba8": _encoded(rgba, ".png"),
+        "jpeg": _encoded(bgr, ".jpg"),
+        "png": _encoded(bgr, ".png"),
+    }
+
+
+def _is_red(image: np.ndarray) -> bool:
+    means = image.reshape(-1, 3).mean(axis=0)
+    return bool(means[0] > 240 and means[1] < 15 and means[2] < 15)
+
+
+@pytest.mark.parametrize("fmt", sorted(_publisher_payloads()))
+@pytest.mark.parametrize("modality", ["rgb", "event"])
+def test_compressed_colour_order_follows_the_format_string(fmt: str, modality: str) -> None:
+    """Each format string form compressed_image_transport's subscriber handles decodes red to red."""
+    decoded = decode_compressed_image(_Compressed(fmt, _publisher_payloads()[fmt]), modality)
+    assert decoded.shape == RED.shape and decoded.dtype == np.uint8
+    assert _is_red(decoded), f"{fmt}: mean RGB {decoded.reshape(-1, 3).mean(axis=0)}"
+
+
+def test_always_swapping_to_bgr_fails_the_compressed_rgb8_check() -> None:
+    """The broken counterpart: the former decoder swapped every colour image as if it were BGR; on
+    ``compressed rgb8`` payloads that gives blue, so the check above fails for it."""
+
+    def always_swapped(msg: _Compressed) -> np.ndarray:
+        return cv2.cvtColor(cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+    payloads = _publisher_payloads()
+    for fmt in ("rgb8; jpeg compressed rgb8", "rgb8; png compressed rgb8"):
+        swapped = always_swapped(_Compressed(fmt, payloads[fmt]))
+        assert not _is_red(swapped) and swapped[..., 2].mean() > 240, fmt
+    # the same bytes under the old plain format are BGR by definition: the format string, not the bytes, decides
+    same = payloads["rgb8; jpeg compressed rgb8"]
+    assert not _is_red(decode_compressed_image(_Compressed("jpeg", same), "rgb"))
+
+
+def test_compressed_colour_without_a_defined_order_is_refused() -> None:
+    rgba = _encoded(cv2.cvtColor(RED, cv2.COLOR_RGB2BGRA), ".png")
+    with pytest.raises(ImageDecodeError, match="4 channels are not decoded"):
+        decode_compressed_image(_Compressed("png", rgba), "rgb")  # upstream: "Unsupported number of channels"
+    with pytest.raises(ImageDecodeError, match="'mono8' is not a colour encoding"):
+        decode_compressed_image(_Compressed("mono8; jpeg compressed ", _encoded(RED, ".jpg")), "rgb")
 
 
 def test_compressed_depth_png_16uc1_and_quantised_32fc1() -> None:
@@ -271,10 +453,14 @@ def test_event_packet_mono_and_event_array_decode_to_the_same_events() -> None:
     batch = frame_to_events(frame, 5_000_000_000, 5_040_000_000, seed=2)
     packet = EventPacket(height=48, width=64, encoding="mono", time_base=123)
     packet.header.stamp = Time(sec=5, nanosec=0)
-    packet.events = encode_event_packet(batch, 5_000_000_000)
-    decoded = decode_event_packet(packet)
-    for name in ("t_ns", "x", "y", "polarity"):
+    packet.events = encode_mono(batch, 5_000_000_000)
+    decoded = PacketDecoder().decode(packet).cd  # upstream's t: time_base + dt
+    np.testing.assert_array_equal(decoded.t_ns, batch.t_ns - 5_000_000_000 + 123)
+    for name in ("x", "y", "polarity"):
         np.testing.assert_array_equal(getattr(decoded, name), getattr(batch, name))
+    stream = EventStream(40_000_000)  # ROS time: header stamp + dt
+    assert stream.add_packet(packet_view(packet)).covered_ns == batch.t_ns.max()
+    np.testing.assert_array_equal(stream.frame(5_040_000_000), frame)
     array = EventArray(height=48, width=64)
     array.events = [
         Event(x=int(x), y=int(y), polarity=bool(p), ts=Time(sec=int(t) // 10**9, nanosec=int(t) % 10**9))
@@ -284,10 +470,10 @@ def test_event_packet_mono_and_event_array_decode_to_the_same_events() -> None:
     np.testing.assert_array_equal(accumulate(from_array, 5_000_000_000, 5_040_000_000), frame)
     packet.encoding = "evt2"
     with pytest.raises(ImageDecodeError, match="'evt2' is not decoded"):
-        decode_event_packet(packet)
+        PacketDecoder().decode(packet)
     packet.encoding, packet.events = "mono", b"\x00" * 12
     with pytest.raises(ImageDecodeError, match="whole number"):
-        decode_event_packet(packet)
+        PacketDecoder().decode(packet)
 
 
 def test_event_window_renders_the_window_ending_at_a_stamp_and_forgets_old_packets() -> None:
@@ -344,45 +530,3 @@ def test_transform_tree_composes_the_lidar_to_camera_chain() -> None:
     np.testing.assert_allclose(ahead, [-in_base[1], -in_base[2], in_base[0]], atol=1e-9)
     assert tree.lookup("camera_optical", "unknown_frame") is None
     np.testing.assert_allclose(tree.lookup("lidar", "lidar").matrix(), np.eye(4))
-
-
-def test_evt3_packets_decode_singles_vectors_and_time_roll_over() -> None:
-    from builtin_interfaces.msg import Time
-    from event_camera_msgs.msg import EventPacket
-
-    from memsam_ros.inputs.event_codecs import encode_evt3
-
-    frame = generate_scene(10, SceneConfig(height=48, width=64)).frames["event"]
-    batch = frame_to_events(frame, 3_000_000_000, 3_040_000_000, seed=3)
-    packet = EventPacket(height=48, width=64, encoding="evt3")
-    packet.header.stamp = Time(sec=3, nanosec=int(batch.t_ns[0] - 3_000_000_000))
-    packet.events = encode_evt3(batch)
-    decoded = decode_event_packet(packet)
-    # ROS time = stamp + microseconds since the packet's first event
-    np.testing.assert_array_equal(decoded.t_ns, batch.t_ns[0] + (batch.t_ns - batch.t_ns[0]) // 1000 * 1000)
-    np.testing.assert_array_equal(accumulate(decoded, 3_000_000_000, 3_040_000_000), frame)
-
-    def word(code: int, payload: int) -> int:
-        return (code << 12) | payload
-
-    words = [
-        word(0x2, 5),  # an event before any time word: dropped, as the reference decoder does
-        word(0x8, 0xFFF),
-        word(0x6, 0x010),
-        word(0x0, 7),  # time 0xFFF010 us, y 7
-        word(0x2, (1 << 11) | 3),  # ON event at x 3
-        word(0x3, (0 << 11) | 20),
-        word(0x4, 0b101),
-        word(0x5, 0b1),  # OFF vector: x 20, 22, then 32
-        word(0x8, 0x000),
-        word(0x6, 0x001),
-        word(0x2, 40),  # high goes back by 0xFFF: roll-over, +2**24 us
-    ]
-    packet.events = np.asarray(words, dtype="<u2").tobytes()
-    packet.header.stamp = Time(sec=10, nanosec=0)
-    events = decode_event_packet(packet)
-    assert events.x.tolist() == [3, 20, 22, 32, 40] and events.y.tolist() == [7] * 5
-    assert events.polarity.tolist() == [True, False, False, False, False]
-    first = 0xFFF010
-    expected_us = [0, 0, 0, 0, (1 << 24) + 0x001 - first]
-    assert (events.t_ns - 10_000_000_000).tolist() == [t * 1000 for t in expected_us]

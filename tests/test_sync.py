@@ -315,7 +315,7 @@ SCENARIOS = {
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 @pytest.mark.parametrize("seed", [0, 1])
 def test_rig_streams_match_the_oracle_without_added_waiting(scenario, seed, single_use) -> None:
-    """RGB 30 Hz, depth 30, LiDAR 15, events 60 with jitter, drops and a sensor dying mid-stream: every set
+    """RGB 30 Hz, depth 30, LiDAR 10, events 60 with jitter, drops and a sensor dying mid-stream: every set
     is the oracle's, in stamp order, out as soon as the oracle's inputs are in (after a death: once the
     sensor is max_wait_s silent)."""
     max_wait, slop = 0.2, 0.05
@@ -389,6 +389,7 @@ def scenario(draw: st.DrawFn) -> tuple[dict, list[tuple[float, str, float, tuple
         "max_wait_s": draw(st.sampled_from([0.0, 0.05, 0.2])),
         "required": draw(st.sampled_from([("rgb",), ("rgb", "depth"), ()])),
         "single_use": draw(st.sampled_from([(), ("depth",), ("depth", "lidar")])),
+        "policy": draw(st.sampled_from(["nearest", "latest"])),
     }
     n = draw(st.integers(1, 25))
     loop_at = draw(st.one_of(st.none(), st.integers(1, n)))  # bag loop: stamps jump back ~5 s there
@@ -448,6 +449,9 @@ def test_properties(case) -> None:
         assert all(abs(s.stamps[m] - s.stamp_s) <= config["slop_s"] for m in s.items)
         assert all(tok[0] == m for m, tok in s.items.items())
         assert now >= arrived_at[s.items["rgb"]]
+        if config["policy"] == "latest":  # out in the add() of its reference, with what had arrived by then
+            assert now == arrived_at[s.items["rgb"]]
+            assert all(arrived_at[token] <= now for token in s.items.values())
 
 
 def test_duplicate_pending_reference_is_late() -> None:
@@ -470,7 +474,12 @@ def test_from_config_takes_every_sync_setting_of_the_config():
     assert sync.modalities == ["rgb", "lidar", "depth"] and sync.reference == "rgb"
     assert sync.required == ("rgb", "lidar") and sync.single_use == {"depth"}
     assert (sync.slop_s, sync.queue_size, sync.max_wait_s) == (0.02, 3, 0.5)
+    assert sync.policy == "nearest" == MemSamConfig().sync.policy  # the shipped default (docs/node.md says why)
+    latest = config.model_copy(update={"sync": config.sync.model_copy(update={"policy": "latest"})})
+    assert ModalitySynchronizer.from_config(latest).policy == "latest"
     assert sync.reset_backjump_s == BACKJUMP_RESET_S
     assert MemSamConfig().sync.single_use == []  # default: every message may serve several sets
     with pytest.raises(ConfigError, match="single_use"):
         config_from_dict({"sync": {"single_use": ["rgb"]}})
+    with pytest.raises(ConfigError, match="policy"):
+        config_from_dict({"sync": {"policy": "newest"}})

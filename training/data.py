@@ -8,7 +8,7 @@ training sees exactly what the node will feed the network.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,8 +40,11 @@ def raw_dataset(cfg: MemSamConfig, train: bool) -> Dataset:
             conditions=data.conditions,
             transform=transform,
             aug_seed=tcfg.seed,
+            clip_length=data.clip_length,
+            frame_dt_s=data.clip_frame_dt_s,
         )
     from memsam_core.data.deliver import DeliverDataset
+    from memsam_core.data.deliver_codes import DepthRule
 
     if not data.root:
         raise ValueError("data.dataset is 'deliver' but data.root is empty (point it at the DELIVER folder)")
@@ -57,11 +60,14 @@ def raw_dataset(cfg: MemSamConfig, train: bool) -> Dataset:
         depth_encoding=cfg.input.depth_encoding,
         lidar_encoding=cfg.input.lidar_encoding,
         lidar_m_per_level=data.deliver_lidar_m_per_level,
+        depth_rule=DepthRule(data.deliver_depth_rule, data.deliver_depth_m_per_level),
+        clip_length=data.clip_length,
     )
 
 
 class TrainTensors(Dataset):
-    """Augmented raw samples → ``{"frames": [M, 3, S, S] float32, "labels": [S, S] int64, "meta"}``."""
+    """Augmented raw samples → ``{"frames": [M, 3, S, S] float32, "labels": [S, S] int64, "meta"}``; clips
+    (``{"instants": [...]}``) → ``{"frames": [T, M, 3, S, S], "labels": [T, S, S], "meta"}``."""
 
     def __init__(self, raw: Dataset, cfg: MemSamConfig) -> None:
         self.raw, self.cfg = raw, cfg
@@ -73,7 +79,17 @@ class TrainTensors(Dataset):
         self.raw.set_epoch(epoch)  # type: ignore[attr-defined]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = self.raw[index]
+        item = self.raw[index]
+        if "instants" not in item:
+            return self._tensors(item)
+        instants = [self._tensors(sample) for sample in item["instants"]]
+        return {
+            "frames": torch.stack([i["frames"] for i in instants]),
+            "labels": torch.stack([i["labels"] for i in instants]),
+            "meta": item["meta"],
+        }
+
+    def _tensors(self, sample: dict[str, Any]) -> dict[str, Any]:
         size = self.cfg.model.image_size
         frames, present = frames_to_tensor(sample["frames"], list(self.cfg.model.modalities), size, self.cfg.input)
         if len(present) != len(self.cfg.model.modalities):
@@ -128,3 +144,22 @@ class ShardedBatchSampler(Sampler[list[int]]):
         per_rank = order[: self.iterations_per_epoch * self.batch_size * self.world_size][self.rank :: self.world_size]
         for it in range(self.start_iteration, self.iterations_per_epoch):
             yield per_rank[it * self.batch_size : (it + 1) * self.batch_size]
+
+
+def clip_dropout(
+    modalities: Sequence[str], length: int, p: float, min_run: int, rng: np.random.Generator
+) -> list[list[int]]:
+    """Frame indices kept at each of a clip's ``length`` instants: each non-RGB modality (RGB, or the first modality
+    without RGB, always stays) drops out of the clip with probability ``p``, for one run of consecutive instants
+    ``U{min(min_run, length) .. length}`` long at a random start, as a real sensor dropout lasts several frames."""
+    always = "rgb" if "rgb" in modalities else modalities[0]
+    dropped_at: dict[str, range] = {}
+    draws = rng.random(len(modalities))
+    for index, modality in enumerate(modalities):
+        if modality == always or p <= 0:
+            continue
+        run = int(rng.integers(min(min_run, length), length + 1))
+        start = int(rng.integers(0, length - run + 1))
+        if draws[index] < p:
+            dropped_at[modality] = range(start, start + run)
+    return [[i for i, m in enumerate(modalities) if t not in dropped_at.get(m, ())] for t in range(length)]

@@ -5,6 +5,13 @@ Each DDP rank scores its shard of the validation set; the confusion matrices are
 so every rank returns the same report.  Scored at the label resolution (the engine returns labels at
 the RGB resolution), ignore pixels (255) excluded.
 
+Clips (a dataset with ``clip_length > 1``): each clip is one stream through the engine
+(:meth:`~memsam_core.engine.Segmenter.segment_instant`, memory reset between clips), every instant scored; the
+report adds mVC8 (VSPW's video consistency, :class:`~memsam_core.metrics.VideoConsistency`) over clips longer
+than 8 instants, and mIoU on the instants with a sensor missing and on those with none (``miou_missing``,
+``miou_complete``). ``dropout`` takes sensors out for runs of instants, the same schedule for every model scored
+(:func:`memsam_training.data.clip_dropout` seeded by the clip's index).
+
 ``python -m memsam_training.evaluate --config C --checkpoint best.pt --subsets`` scores a checkpoint on
 the configured validation set with every modality subset that contains RGB (a missing sensor is a
 missing frame) and prints the table per condition and per failure case.
@@ -18,9 +25,11 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -29,14 +38,28 @@ from memsam_core.config import ConfigError, MemSamConfig, load_config, parse_ove
 from memsam_core.data.deliver import DELIVER_CASES, NORMAL_CASE
 from memsam_core.data.synthetic import CONDITIONS
 from memsam_core.engine import Segmenter, resolve_device
-from memsam_core.metrics import ConfusionMatrix
+from memsam_core.metrics import ConfusionMatrix, VideoConsistency
 from memsam_core.model import MemorySAM
-from memsam_training.data import collate_raw
+from memsam_training.data import clip_dropout, collate_raw
 
 LOG = logging.getLogger(__name__)
 CASES: tuple[str, ...] = (NORMAL_CASE, *DELIVER_CASES)
 """DELIVER's failure cases (MB, OE, UE, LJ, EL) plus ``normal``; synthetic scenes use the same names."""
 OTHER = "other"
+VC_WINDOW = 8  # mVC8
+
+
+@dataclass(frozen=True)
+class EvalDropout:
+    """Sensors taken out of evaluation clips: probability per sensor and clip, shortest run, schedule seed."""
+
+    p: float
+    min_instants: int = 2
+    seed: int = 0
+
+    def keep(self, modalities: Sequence[str], index: int, length: int) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed, index])
+        return clip_dropout(modalities, length, self.p, self.min_instants, rng)
 
 
 def eval_config(cfg: MemSamConfig, device: torch.device) -> MemSamConfig:
@@ -77,6 +100,7 @@ def evaluate(
     cfg: MemSamConfig,
     device: torch.device,
     modalities: Sequence[str] | None = None,
+    dropout: EvalDropout | None = None,
 ) -> dict[str, Any]:
     """mIoU overall, per class, per condition and per failure case (``{"miou", "miou_present", "per_class",
     "per_condition", "per_case"}``), with only ``modalities`` given to the model (default: all configured).
@@ -98,13 +122,21 @@ def evaluate(
         generator=torch.Generator(),  # leaves the global RNG (dropout) untouched
     )
     keep = None if modalities is None else set(modalities)
+
+    def cell(meta: dict[str, Any]) -> ConfusionMatrix:
+        row = conditions.index(meta.get("condition")) if meta.get("condition") in conditions else -1
+        col = cases.index(meta.get("case")) if meta.get("case") in cases else -1
+        return grid[row][col]
+
+    clips = _ClipScores(num_classes) if getattr(dataset, "clip_length", 1) > 1 else None
     for samples in loader:
+        if clips is not None:
+            for clip in samples:
+                clips.score(segmenter, clip, cfg.model.modalities, keep, dropout, cell)
+            continue
         sets = [{m: a for m, a in s["frames"].items() if keep is None or m in keep} for s in samples]
         for sample, result in zip(samples, segmenter.segment_batch(sets)):
-            meta = sample["meta"]
-            row = conditions.index(meta.get("condition")) if meta.get("condition") in conditions else -1
-            col = cases.index(meta.get("case")) if meta.get("case") in cases else -1
-            grid[row][col].update(result.labels, sample["labels"])
+            cell(sample["meta"]).update(result.labels, sample["labels"])
     hist = torch.stack([m.hist for row in grid for m in row])
     if world > 1:
         dist.all_reduce(hist)
@@ -125,7 +157,67 @@ def evaluate(
     report["per_case"] = {c: m.to_dict(names) for c, m in by_case.items() if int(m.hist.sum()) > 0}
     report["modalities"] = list(modalities or cfg.model.modalities)
     report["samples"] = len(dataset)  # type: ignore[arg-type]
+    if clips is not None:
+        report.update(clips.report(names, world))
     return report
+
+
+class _ClipScores:
+    """What clip evaluation adds: mVC8, and mIoU split by whether a sensor was missing at the instant."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.consistency = VideoConsistency(VC_WINDOW)
+        self.missing, self.complete = ConfusionMatrix(num_classes), ConfusionMatrix(num_classes)
+        self.instants, self.instants_missing = 0, 0
+
+    def score(
+        self,
+        segmenter: Segmenter,
+        clip: dict[str, Any],
+        modalities: Sequence[str],
+        keep: set[str] | None,
+        dropout: EvalDropout | None,
+        cell: Any,
+    ) -> None:
+        """One clip as one stream (memory reset first), every instant scored where its condition/case says."""
+        instants = clip["instants"]
+        given = [m for m in modalities if keep is None or m in keep]
+        schedule = dropout.keep(given, clip["meta"]["index"], len(instants)) if dropout else None
+        segmenter.reset("new_stream")
+        labels, predictions = [], []
+        for t, sample in enumerate(instants):
+            kept = given if schedule is None else [given[i] for i in schedule[t]]
+            frames = {m: sample["frames"][m] for m in kept}
+            result = segmenter.segment_instant(frames, sample["meta"].get("stamp_s"), confidence=False)
+            cell(sample["meta"]).update(result.labels, sample["labels"])
+            lacking = len(kept) < len(modalities)
+            (self.missing if lacking else self.complete).update(result.labels, sample["labels"])
+            self.instants_missing += int(lacking)
+            labels.append(sample["labels"])
+            predictions.append(result.labels)
+            self.instants += 1
+        self.consistency.add_clip(labels, predictions)
+
+    def report(self, names: list[str], world: int) -> dict[str, Any]:
+        hist = torch.stack([self.missing.hist, self.complete.hist])
+        counts = [*self.consistency.state, self.instants, self.instants_missing]
+        consistency = torch.tensor(counts, dtype=torch.float64)
+        if world > 1:
+            dist.all_reduce(hist)
+            dist.all_reduce(consistency)
+        self.missing.hist.copy_(hist[0])
+        self.complete.hist.copy_(hist[1])
+        total, windows, instants, instants_missing = consistency.tolist()
+        merged = VideoConsistency(VC_WINDOW)
+        merged.merge(total, int(windows))
+        return {
+            "mvc8": None if not merged.windows else round(merged.value, 6),
+            "vc_windows": int(windows),
+            "instants": int(instants),
+            "miou_missing": self.missing.to_dict(names)["miou"] if self.missing.hist.sum() else None,
+            "miou_complete": self.complete.to_dict(names)["miou"] if self.complete.hist.sum() else None,
+            "instants_missing": int(instants_missing),
+        }
 
 
 def evaluate_subsets(

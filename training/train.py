@@ -2,6 +2,12 @@
 
 Multi-GPU: ``torchrun --nproc_per_node=N -m memsam_training.train --config ...`` (DDP; NCCL on CUDA, gloo on CPU).
 
+Clips (``data.clip_length`` T > 1): a sample is T consecutive instants; the losses cover every instant (OHEM and
+SPMM over the T·B label maps at once), the memory of past instants (``model.temporal_memory`` K ≤ T - 1) is carried
+through the clip with its gradients (:class:`memsam_core.model.clip.ClipForward`), and modality dropout takes a
+sensor out for a run of consecutive instants (:func:`memsam_training.data.clip_dropout`). T = 1 trains exactly as
+before (same samples, losses and random draws).
+
 Recipe (memorysam.md §5): OHEM cross-entropy + SPMM prototype loss, AdamW (no decay on 1-D params),
 per-iteration linear warmup + poly LR, optional bf16/fp16 autocast, gradient clipping.  Checkpoints
 (``last.pt`` every epoch and every ``train.checkpoint_every_iters``; ``best.pt`` on a new best val mIoU)
@@ -37,8 +43,9 @@ from memsam_core.data.deliver import DatasetError
 from memsam_core.engine import resolve_device
 from memsam_core.model import CheckpointError, build_memorysam, save_checkpoint
 from memsam_core.model.build import check_spec, checkpoint_spec, read_memsam_checkpoint
+from memsam_core.model.clip import ClipForward
 from memsam_core.spmm import SemanticPrototypeMemory
-from memsam_training.data import ShardedBatchSampler, TrainTensors, collate_train, raw_dataset
+from memsam_training.data import ShardedBatchSampler, TrainTensors, clip_dropout, collate_train, raw_dataset
 from memsam_training.evaluate import evaluate, evaluate_subsets, subsets_table, summary_line
 from memsam_training.losses import OhemCrossEntropy
 from memsam_training.optim import build_optimizer, build_scheduler
@@ -105,6 +112,16 @@ def dropout_subset(modalities: list[str], p: float, seed: int, rank: int, step: 
     return [i for i, m in enumerate(modalities) if m == always or draws[i] >= p]
 
 
+def check_clips(cfg: MemSamConfig) -> None:
+    """Memory of K past instants is learnt on clips of at least K + 1 instants."""
+    k, length = cfg.model.temporal_memory, cfg.data.clip_length
+    if k and length < k + 1:
+        raise ConfigError(
+            f"model.temporal_memory {k} needs training clips of at least {k + 1} instants "
+            f"(data.clip_length is {length})"
+        )
+
+
 # ------------------------------------------------------------------------------------- distributed
 def init_distributed() -> tuple[int, int, int]:
     """Rank, world size and local rank from torchrun's environment (1 process without it).
@@ -140,8 +157,10 @@ class Trainer:
         seed_everything(tcfg.seed + self.rank)  # dropout differs per rank; weights are built identically
         self.output_dir = Path(tcfg.output_dir)
 
+        check_clips(cfg)
         self.model = build_memorysam(cfg.model, sam2_checkpoint=tcfg.init_checkpoint or None, seed=tcfg.seed)
         self.model.to(device).train()
+        self.clip_length = cfg.data.clip_length
         self.spmm = (
             SemanticPrototypeMemory(
                 cfg.model.num_classes, self._feature_dim(), tcfg.spmm_momentum, tcfg.spmm_scale, tcfg.spmm_weight
@@ -162,11 +181,13 @@ class Trainer:
         if resume:
             self.load(resume)
         self.net: torch.nn.Module = self.model
+        if self.clip_length > 1:  # the whole clip in one forward (one DDP reduction per step)
+            self.net = ClipForward(self.model, cfg.model.temporal_memory)
         if dist.is_initialized():
             # find_unused_parameters: mask_downsample / no_mem_pos_enc (and memory modules with 1 modality)
             # are trainable but never reached by a prompt-free forward.
             self.net = DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+                self.net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
             )
         self.writer = None
         if self.is_main:
@@ -255,13 +276,32 @@ class Trainer:
         tcfg, step = self.cfg.train, self.progress.step
         return dropout_subset(self.cfg.model.modalities, tcfg.modality_dropout, tcfg.seed, self.rank, step)
 
+    def kept_modalities_per_instant(self) -> list[list[int]]:
+        """Frame indices of each instant of this step's clips (:func:`clip_dropout`, drawn from seed, rank, step)."""
+        tcfg = self.cfg.train
+        rng = np.random.default_rng([tcfg.seed, self.rank, self.progress.step])
+        return clip_dropout(self.cfg.model.modalities, self.clip_length, tcfg.modality_dropout,
+                            tcfg.dropout_min_instants, rng)  # fmt: skip
+
+    def _forward(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor, float]:
+        """Network outputs, the labels they are scored against and the mean frame count (single frames or clips)."""
+        features = self.spmm is not None
+        if self.clip_length == 1:
+            keep = self.kept_modalities()
+            frames = batch["frames"][:, keep].to(self.device, non_blocking=True)
+            labels = batch["labels"].to(self.device, non_blocking=True)
+            with self._autocast():
+                return self.net(frames, skip_last_memory=True, return_features=features), labels, float(len(keep))
+        keeps = self.kept_modalities_per_instant()
+        clips = batch["frames"].to(self.device, non_blocking=True)  # [B, T, M, 3, S, S]
+        labels = batch["labels"].to(self.device, non_blocking=True).transpose(0, 1).flatten(0, 1)  # instant-major
+        with self._autocast():
+            out = self.net([clips[:, t, keep] for t, keep in enumerate(keeps)], return_features=features)
+        return out, labels, float(np.mean([len(keep) for keep in keeps]))
+
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         tcfg = self.cfg.train
-        keep = self.kept_modalities()
-        frames = batch["frames"][:, keep].to(self.device, non_blocking=True)
-        labels = batch["labels"].to(self.device, non_blocking=True)
-        with self._autocast():
-            out = self.net(frames, skip_last_memory=True, return_features=self.spmm is not None)
+        out, labels, frame_count = self._forward(batch)
         ce = self.ohem(out["logits"], labels)
         loss = ce
         spmm_loss = torch.zeros((), device=self.device)
@@ -290,7 +330,7 @@ class Trainer:
             "spmm": float(spmm_loss.item() / self.world),
             "lr": lr,
             "grad_norm": grad_norm,
-            "frames": float(len(keep)),
+            "frames": frame_count,
         }
 
     # ---------------------------------------------------------------------------------- evaluation

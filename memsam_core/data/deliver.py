@@ -13,11 +13,13 @@ in CARLA) and what this loader returns under the input contract (``config.input`
 folder         file content                                     returned
 =============  ===============================================  ============================================
 ``img``        8-bit RGB(A)                                     uint8 HxWx3 RGB
-``depth``      CARLA depth camera, 24-bit in R, G, B:           ``metric``: float32 metres
-               (R + 256 G + 65536 B) / (2^24 - 1) × 1000 m      (far plane 1000 m = no return → NaN)
+``depth``      undocumented: a grey image by third-party         ``metric``: float32 metres by the declared
+               evidence (1 channel or R = G = B), scale         ``depth_rule`` (``carla24``, ``grey_linear``,
+               unknown; or CARLA's 24-bit code                  ``grey_log``: :mod:`.deliver_codes`); no
+                                                                measurement (sky, clamp) → NaN
 ``hha``        HHA from the depth (README: Depth2HHA-python),   ``image``: uint8 HxWx3 (the MemorySAM and
                8-bit 3 channels                                 CMNeXt "depth")
-``lidar``      projected LiDAR, 8-bit (1, 3 or 4 channels);     ``metric``: float32 metres = value ×
+``lidar``      projected LiDAR, 8-bit grey (1, 3 or 4 ch.);     ``metric``: float32 metres = level ×
                the scale is not documented (DELIVER issue       ``lidar_m_per_level`` (0 = no return);
                #21, open)                                       ``image``: uint8 HxWx3
 ``event``      8-bit event image, lower resolution in           uint8 HxWx3, size as stored
@@ -25,20 +27,31 @@ folder         file content                                     returned
 ``semantic``   class id + 1 in R (0 = unlabeled)                uint8 train ids, 255 = ignore
 =============  ===============================================  ============================================
 
-A file that is not in the encoding the contract needs (e.g. a 1-channel or 16-bit ``depth`` PNG, a
-LiDAR PNG whose channels differ) raises :class:`DatasetError` naming the path and the expectation.
+A ``depth`` or ``lidar`` file that does not fit the declared rule (a grey file under ``carla24``, unequal channels
+under a grey rule, a 16-bit file) raises :class:`DatasetError`: one line naming the file, what it holds (channels,
+whether they are equal, bit depth) and the rule.
 
 Errors: a missing or unreadable file raises :class:`DatasetError` naming the path.  With
 ``on_error="skip"`` samples with missing companions are dropped at index time (one warning listing the
 count and the first paths) and a sample that fails to decode is replaced by the next readable one
 (a warning names the path; the bad index is remembered so it costs one failed read per process).
 
-``python -m memsam_core.data.deliver ROOT`` prints what a DELIVER copy's files actually contain (dtype,
-channels, value range per folder) to check the assumptions above on real data.
+Clips (``clip_length`` T > 1, for memory across time): DELIVER's scene folders are sequences of frames, and a clip
+is T files of one folder in frame-number order (DELIVER gives no timestamps: the rule is that consecutive files are
+consecutive instants). Folders are cut into windows of T, the last one ending at the folder's last frame (it may
+overlap the one before), so every frame is in a clip; a folder with fewer than T frames is left out (one warning).
+Frame numbers that do not step evenly within a folder are warned about once per folder, naming the steps. With
+``on_error="skip"`` a clip with an unreadable frame is replaced by the next readable clip.
+
+``python -m memsam_core.data.deliver ROOT [--fov 90] [--camera-height H]`` prints what a DELIVER copy's files
+contain (dtype, channels, value range per folder), fits the depth rules to the road pixels of a sample of frames
+and the LiDAR scale to the decoded depth (:mod:`.deliver_calibration`), and prints the rule and scales to put in
+the config, or says that the files fit no rule.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -50,6 +63,17 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from memsam_core.classes import DELIVER_CLASSES, IGNORE_INDEX
+from memsam_core.data.deliver_calibration import (
+    ROAD_CLASSES,
+    DepthCalibration,
+    LidarCalibration,
+    calibrate_depth,
+    calibrate_lidar,
+    combined_content,
+    precise_depth_m,
+    report_lines,
+)
+from memsam_core.data.deliver_codes import ASSUMED_DEPTH_RULE, DatasetError, DepthRule, decode_lidar_png
 
 log = logging.getLogger(__name__)
 
@@ -68,19 +92,8 @@ _FOLDERS: dict[str, tuple[str, str]] = {
     "labels": ("semantic", "semantic"),
 }
 _SUFFIX = "_front.png"
-CARLA_FAR_M = 1000.0
-"""CARLA's depth camera range: the 24-bit code 2^24 - 1 is the far plane (sky), i.e. no return."""
-_CARLA_MAX_CODE = 2**24 - 1
 
 Transform = Callable[[dict[str, np.ndarray], np.ndarray, np.random.Generator], tuple[dict[str, np.ndarray], np.ndarray]]
-
-
-class DatasetError(RuntimeError):
-    """A dataset file is missing or unreadable; ``path`` names it."""
-
-    def __init__(self, message: str, path: str | Path | None = None) -> None:
-        super().__init__(message)
-        self.path = None if path is None else Path(path)
 
 
 @dataclass(frozen=True)
@@ -166,52 +179,6 @@ def read_png(path: Path, *, labels: bool = False) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def decode_carla_depth(image: np.ndarray, path: Path | str = "<array>") -> np.ndarray:
-    """CARLA's 24-bit depth PNG (RGB order) → float32 metres; the far plane (sky) → NaN (no return)."""
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise DatasetError(
-            f"{path}: expected CARLA's 24-bit depth encoding (8-bit RGB, metres = (R + 256 G + 65536 B) / "
-            f"(2^24 - 1) x 1000), got {image.dtype} {image.shape}; set input.depth_encoding: image to train on hha/",
-            path,
-        )
-    rgb = image[..., :3].astype(np.uint32)
-    code = rgb[..., 0] | (rgb[..., 1] << 8) | (rgb[..., 2] << 16)
-    metres = (code.astype(np.float64) * (CARLA_FAR_M / _CARLA_MAX_CODE)).astype(np.float32)
-    metres[code >= _CARLA_MAX_CODE] = np.nan
-    return metres
-
-
-def encode_carla_depth(metres: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`decode_carla_depth`: metres (NaN/±Inf/<= 0/>= 1000 = no return) → uint8 HxWx3 RGB."""
-    valid = np.isfinite(metres) & (metres > 0) & (metres < CARLA_FAR_M)
-    code = np.where(valid, np.round(np.where(valid, metres, 0) / CARLA_FAR_M * _CARLA_MAX_CODE), _CARLA_MAX_CODE)
-    code = np.minimum(code, _CARLA_MAX_CODE).astype(np.uint32)
-    return np.stack([code & 255, (code >> 8) & 255, code >> 16], -1).astype(np.uint8)
-
-
-def decode_lidar_png(image: np.ndarray, m_per_level: float, path: Path | str = "<array>") -> np.ndarray:
-    """8-bit LiDAR PNG (1 channel, or 3/4 equal channels) → float32 metres = value × ``m_per_level``, 0 = no return."""
-    if image.dtype != np.uint8:
-        raise DatasetError(f"{path}: expected an 8-bit LiDAR PNG, got {image.dtype}", path)
-    if image.ndim == 3:
-        gray = image[..., 0]
-        if any(not np.array_equal(gray, image[..., c]) for c in range(1, min(image.shape[2], 3))):
-            raise DatasetError(
-                f"{path}: LiDAR PNG channels differ; data.deliver_lidar_m_per_level assumes one grey range "
-                "value per pixel (set input.lidar_encoding: image to use the PNG as an image)",
-                path,
-            )
-        image = gray
-    return image.astype(np.float32) * np.float32(m_per_level)
-
-
-def encode_lidar_png(metres: np.ndarray, m_per_level: float) -> np.ndarray:
-    """Inverse of :func:`decode_lidar_png`: returns as grey levels (1..255, rounded), no return → 0."""
-    valid = np.isfinite(metres) & (metres > 0)
-    levels = np.clip(np.round(np.where(valid, metres, 0) / m_per_level), 1, 255)
-    return np.where(valid, levels, 0).astype(np.uint8)
-
-
 class DeliverDataset(Dataset):
     """DELIVER samples ``{"frames", "labels", "meta"}`` in the raw multimodal format.
 
@@ -219,7 +186,8 @@ class DeliverDataset(Dataset):
     ``normal``) is listed — the reference's substring filter on the path, made exact.
     ``transform(frames, labels, rng)`` gets a Generator seeded by ``(aug_seed, epoch, index)``.
     ``depth_encoding`` / ``lidar_encoding`` follow the input contract (module table): ``metric`` decodes
-    ``depth/`` and ``lidar/`` to metres, ``image`` returns ``hha/`` and ``lidar/`` as 8-bit images.
+    ``depth/`` by ``depth_rule`` and ``lidar/`` by ``lidar_m_per_level`` to metres, ``image`` returns ``hha/``
+    and ``lidar/`` as 8-bit images.
     """
 
     def __init__(
@@ -236,11 +204,16 @@ class DeliverDataset(Dataset):
         depth_encoding: Literal["metric", "image"] = "metric",
         lidar_encoding: Literal["metric", "image"] = "metric",
         lidar_m_per_level: float = 1.0,
+        depth_rule: DepthRule = ASSUMED_DEPTH_RULE,
+        clip_length: int = 1,
     ) -> None:
+        if clip_length < 1:
+            raise ValueError(f"clip_length must be >= 1, got {clip_length}")
+        self.clip_length = clip_length
         if {depth_encoding, lidar_encoding} - {"metric", "image"}:
             raise ValueError(f"encodings must be 'metric' or 'image', got {depth_encoding!r}, {lidar_encoding!r}")
         self.encodings = {"depth": depth_encoding, "lidar": lidar_encoding}
-        self.lidar_m_per_level = lidar_m_per_level
+        self.lidar_m_per_level, self.depth_rule = lidar_m_per_level, depth_rule
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if unknown := set(modalities) - set(DELIVER_MODALITIES):
@@ -255,6 +228,7 @@ class DeliverDataset(Dataset):
         self.epoch = 0
         self.items = self._index()
         self._bad: set[int] = set()
+        self.clips = clip_windows(self.items, clip_length) if clip_length > 1 else None
 
     def _index(self) -> list[DeliverItem]:
         pattern = f"img/*/{self.split}/*/*_rgb{_SUFFIX}"
@@ -286,11 +260,11 @@ class DeliverDataset(Dataset):
         if self.encodings.get(modality) != "metric":
             return read_png(path)
         if modality == "depth":
-            return decode_carla_depth(read_raw_png(path), path)
+            return self.depth_rule.decode(read_raw_png(path), path)
         return decode_lidar_png(read_raw_png(path), self.lidar_m_per_level, path)
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.items) if self.clips is None else len(self.clips)
 
     def set_epoch(self, epoch: int) -> None:
         """New augmentation draws per epoch while staying reproducible."""
@@ -318,13 +292,36 @@ class DeliverDataset(Dataset):
         return {"frames": frames, "labels": labels, "meta": meta}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < len(self.items):
+        if not 0 <= index < len(self):
             raise IndexError(index)
-        sample = self._load_or_skip(index)
+        if self.clips is not None:
+            return self._clip(index)
+        return self._augmented(self._load_or_skip(index), index)
+
+    def _augmented(self, sample: dict[str, Any], index: int) -> dict[str, Any]:
+        """The transform with the draws of item ``index`` (a clip's instants all get the same: crops stay put)."""
         if self.transform is not None:
             rng = np.random.default_rng([self.aug_seed, self.epoch, index])
             sample["frames"], sample["labels"] = self.transform(sample["frames"], sample["labels"], rng)
         return sample
+
+    def _clip(self, index: int) -> dict[str, Any]:
+        """``{"instants": [sample, ...], "meta"}``; each instant's meta adds ``instant``."""
+        for step in range(len(self.clips) if self.on_error == "skip" else 1):
+            candidate = (index + step) % len(self.clips)
+            try:
+                samples = [self.load(i) for i in self.clips[candidate]]
+            except DatasetError as exc:
+                if self.on_error == "raise":
+                    raise
+                log.warning("skipping DELIVER clip %d: %s", candidate, exc)
+                continue
+            instants = []
+            for position, sample in enumerate(samples):
+                sample["meta"]["instant"] = position
+                instants.append(self._augmented(sample, index))
+            return {"instants": instants, "meta": {**instants[0]["meta"], "instants": len(instants)}}
+        raise DatasetError(f"no readable DELIVER clip left under {self.root}", self.root)
 
     def _load_or_skip(self, index: int) -> dict[str, Any]:
         if self.on_error == "raise":
@@ -342,57 +339,135 @@ class DeliverDataset(Dataset):
         raise DatasetError(f"no readable DELIVER sample left under {self.root}", self.root)
 
 
-# ---------------------------------------------------------------------------------------------- inspection
-def describe_files(root: str | Path, split: str = "val", samples: int = 5) -> list[dict[str, Any]]:
-    """What the first ``samples`` frames' files of each folder contain: dtype, channels, value range.
+def _frame_number(item: DeliverItem) -> tuple[int, str]:
+    return (int(item.frame), item.frame) if item.frame.isdigit() else (-1, item.frame)
 
-    The LiDAR scale (and whether ``depth/`` is CARLA's 24-bit code) is not documented by DELIVER; this is
-    how to check the loader's assumptions on a real copy before training with the metric contract.
-    """
+
+def clip_windows(items: Sequence[DeliverItem], length: int) -> list[list[int]]:
+    """Indices into ``items`` of every clip of ``length`` consecutive frames of one scene folder (module docstring)."""
+    folders: dict[tuple[str, str, str], list[int]] = {}
+    for index, item in enumerate(items):
+        folders.setdefault((item.condition, item.split, item.sequence), []).append(index)
+    clips, short = [], []
+    for folder, indices in folders.items():
+        indices.sort(key=lambda i: _frame_number(items[i]))
+        numbers = [_frame_number(items[i])[0] for i in indices]
+        steps = sorted({b - a for a, b in itertools.pairwise(numbers)})
+        if len(steps) > 1:
+            log.warning("DELIVER %s: frame numbers step by %s; clips take consecutive files as consecutive instants",
+                        "/".join(folder), steps)  # fmt: skip
+        if len(indices) < length:
+            short.append("/".join(folder))
+            continue
+        starts = list(range(0, len(indices) - length + 1, length))
+        if starts[-1] + length < len(indices):
+            starts.append(len(indices) - length)  # the last window ends at the last frame
+        clips += [indices[start : start + length] for start in starts]
+    if short:
+        log.warning("DELIVER: %d scene folders have fewer than %d frames and give no clip, e.g. %s",
+                    len(short), length, short[0])  # fmt: skip
+    if not clips:
+        raise DatasetError(f"no DELIVER scene folder has {length} frames for a clip", None)
+    return clips
+
+
+# ---------------------------------------------------------------------------------------------- inspection
+def sample_rgb_paths(root: str | Path, split: str = "val", samples: int = 20) -> list[Path]:
+    """``samples`` RGB paths spread evenly over the split's sorted frames (many sequences, not the first one)."""
     root = Path(root)
-    rgb_paths = sorted(root.glob(f"img/*/{split}/*/*_rgb{_SUFFIX}"))[:samples]
-    if not rgb_paths:
+    paths = sorted(root.glob(f"img/*/{split}/*/*_rgb{_SUFFIX}"))
+    if not paths:
         raise DatasetError(f"no DELIVER samples under {root}/img/*/{split}/*/", root)
+    picks = np.unique(np.linspace(0, len(paths) - 1, max(1, min(samples, len(paths)))).round().astype(int))
+    return [paths[i] for i in picks]
+
+
+def describe_files(root: str | Path, split: str = "val", samples: int = 5) -> list[dict[str, Any]]:
+    """What the sampled frames' files of each folder contain: dtype, channels, equal channels, value range."""
+    root = Path(root)
+    rgb_paths = sample_rgb_paths(root, split, samples)
     rows = []
     for kind in ("rgb", "depth", "hha", "lidar", "event", "labels"):
-        arrays = []
-        for rgb in rgb_paths:
-            path = companion_path(root, rgb, kind)
-            if path.exists():
-                arrays.append(read_raw_png(path))
+        arrays = [read_raw_png(path) for rgb in rgb_paths if (path := companion_path(root, rgb, kind)).exists()]
         if not arrays:
             rows.append({"folder": _FOLDERS[kind][0], "files": 0})
             continue
-        first = arrays[0]
-        channels = 1 if first.ndim == 2 else first.shape[2]
-        equal = all(a.ndim == 2 or all(np.array_equal(a[..., 0], a[..., c]) for c in range(1, min(3, a.shape[2])))
-                    for a in arrays)  # fmt: skip
+        first, content = arrays[0], combined_content(arrays)
         values = np.concatenate([a.reshape(-1) for a in arrays])
         rows.append({
-            "folder": _FOLDERS[kind][0], "files": len(arrays), "dtype": str(first.dtype), "channels": channels,
-            "size": f"{first.shape[1]}x{first.shape[0]}", "min": int(values.min()), "max": int(values.max()),
-            "distinct": int(np.unique(values).size), "equal_channels": equal,
+            "folder": _FOLDERS[kind][0], "files": len(arrays), "dtype": str(first.dtype),
+            "channels": content.channels, "size": f"{first.shape[1]}x{first.shape[0]}", "min": int(values.min()),
+            "max": int(values.max()), "distinct": int(np.unique(values).size), "equal_channels": content.grey,
         })  # fmt: skip
     return rows
 
 
+def inspect_copy(
+    root: str | Path,
+    split: str = "val",
+    samples: int = 20,
+    hfov_deg: float = 90.0,
+    camera_height_m: float | None = None,
+) -> tuple[DepthCalibration, LidarCalibration | None]:
+    """Fit the depth rules to the road of ``samples`` frames, then the LiDAR scale to the decoded depth.
+
+    Frames without a ``depth/`` or ``semantic/`` file are left out; the LiDAR fit needs a depth rule.
+    """
+    root = Path(root)
+    frames, lidar_images = [], []
+    for rgb in sample_rgb_paths(root, split, samples):
+        depth_path, label_path = companion_path(root, rgb, "depth"), companion_path(root, rgb, "labels")
+        if not (depth_path.exists() and label_path.exists()):
+            continue
+        labels = decode_labels(read_png(label_path, labels=True))
+        frames.append((read_raw_png(depth_path), np.isin(labels, ROAD_CLASSES)))
+        lidar_path = companion_path(root, rgb, "lidar")
+        lidar_images.append(read_raw_png(lidar_path) if lidar_path.exists() else None)
+    if not frames:
+        raise DatasetError(f"no sampled frame under {root} has both a depth/ and a semantic/ file", root)
+    depth = calibrate_depth(frames, hfov_deg, camera_height_m)
+    pairs = [(image, lidar) for (image, _), lidar in zip(frames, lidar_images) if lidar is not None]
+    if not pairs:
+        return depth, None
+    if depth.rule is None:
+        content = combined_content([lidar for _, lidar in pairs])
+        return depth, LidarCalibration(content, 0, None, float("nan"), "not fitted: the depth files fit no rule")
+    decoded = [(depth.rule.decode(image), lidar) for image, lidar in pairs]
+    return depth, calibrate_lidar(decoded, precise_depth_m(depth.rule))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m memsam_core.data.deliver ROOT [--split val] [--samples 5]``: print :func:`describe_files`."""
+    """``python -m memsam_core.data.deliver ROOT``: what the files hold and which rules decode them.
+
+    Exit status 0 when a depth rule was found, 1 when the files fit no rule, 2 on an error.
+    """
     import argparse
 
-    parser = argparse.ArgumentParser(description=describe_files.__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="What a DELIVER copy's files hold, and the depth/LiDAR rules "
+                                     "that decode them (fitted to the road pixels of a sample of frames)")  # fmt: skip
     parser.add_argument("root")
     parser.add_argument("--split", default="val")
-    parser.add_argument("--samples", type=int, default=5)
+    parser.add_argument("--samples", type=int, default=20, help="frames to inspect, spread over the split")
+    parser.add_argument("--fov", type=float, default=90.0,
+                        help="the camera's horizontal field of view in degrees (DELIVER does not state it; "
+                        "CARLA's default is 90)")  # fmt: skip
+    parser.add_argument(
+        "--camera-height",
+        type=float,
+        default=None,
+        help="the camera's height above the road in metres, if known (fixes a linear code's scale)",
+    )
     args = parser.parse_args(argv)
     try:
         rows = describe_files(args.root, args.split, args.samples)
+        depth, lidar = inspect_copy(args.root, args.split, args.samples, args.fov, args.camera_height)
     except DatasetError as err:
         print(f"error: {err}")
         return 2
     for row in rows:
         print("  ".join(f"{k}={v}" for k, v in row.items()))
-    return 0
+    print("\n".join(report_lines(depth, lidar)))
+    return 0 if depth.rule is not None else 1
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
 """Write a tiny DELIVER-layout tree from synthetic scenes, in DELIVER's file encodings, for tests and training.
 
 Each file is written the way :mod:`memsam_core.data.deliver` documents DELIVER's content: ``img/`` RGB,
-``depth/`` CARLA's 24-bit depth code (sky = far plane), ``hha/`` a 3-channel HHA stand-in (disparity,
-height, validity — Depth2HHA needs a gravity estimate we do not reproduce), ``lidar/`` one 8-bit grey
-range level per pixel (``lidar_m_per_level`` metres per level, 0 = no return), ``event/`` RGBA (1/4 size
-for ``eventlowres``), ``semantic/`` R = train id + 1 (0 = unlabeled).  Decoding the fixture with the
-metric contract gives the synthetic scene's metres back (depth to CARLA's 6e-5 m code, LiDAR to the level).
+``depth/`` by ``depth_rule`` as CARLA writes it (``carla24``: the raw 24-bit code; ``grey_linear``: the ``Depth``
+converter, or any metres per level; ``grey_log``: ``LogarithmicDepth``; grey files have one channel),
+``hha/`` a 3-channel HHA stand-in (disparity, height, validity — Depth2HHA needs a gravity estimate we do not
+reproduce), ``lidar/`` one 8-bit grey depth level per pixel (``lidar_m_per_level`` metres per level, 0 = no
+return), ``event/`` RGBA (1/4 size for ``eventlowres``), ``semantic/`` R = train id + 1 (0 = unlabeled).
+
+The scenes are :mod:`memsam_core.data.synthetic`'s: a level pinhole camera ``camera_height_m`` above a flat road,
+``hfov_deg`` wide, so the inspector's road fit (:mod:`memsam_core.data.deliver_calibration`) has a known answer.
+Decoding the fixture under the rule it was written with gives the scene's metres back to the rule's rounding.
 """
 
 from __future__ import annotations
@@ -16,13 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from memsam_core.data.deliver import (
-    DELIVER_CONDITIONS,
-    NORMAL_CASE,
-    encode_carla_depth,
-    encode_labels,
-    encode_lidar_png,
-)
+from memsam_core.data.deliver import DELIVER_CONDITIONS, NORMAL_CASE, encode_labels
+from memsam_core.data.deliver_codes import ASSUMED_DEPTH_RULE, DepthRule, encode_lidar_png
 from memsam_core.data.synthetic import SceneConfig, SyntheticSample, generate_scene
 
 
@@ -53,6 +52,7 @@ def _write_sample(
     frame: str,
     sample: SyntheticSample,
     config: SceneConfig,
+    depth_rule: DepthRule,
     lidar_m_per_level: float,
 ) -> Path:
     """Write every DELIVER file of one frame under ``<root>/<folder>/<condition>/<split>/<sequence>``."""
@@ -61,7 +61,7 @@ def _write_sample(
     images = {
         ("img", "rgb"): sample.frames["rgb"],
         ("hha", "depth"): _hha_like(sample.frames["depth"], config.intrinsics, config.camera_height_m),
-        ("depth", "depth"): encode_carla_depth(sample.frames["depth"]),
+        ("depth", "depth"): depth_rule.encode(sample.frames["depth"]),
         ("lidar", "lidar"): encode_lidar_png(sample.frames["lidar"], lidar_m_per_level),
         ("event", "event"): np.concatenate([event, np.full((*event.shape[:2], 1), 255, np.uint8)], -1),
         ("semantic", "semantic"): np.stack([red, np.zeros_like(red), np.zeros_like(red)], -1),
@@ -81,6 +81,9 @@ def write_deliver_fixture(
     size: int = 64,
     seed: int = 0,
     lidar_m_per_level: float = 1.0,
+    depth_rule: DepthRule = ASSUMED_DEPTH_RULE,
+    hfov_deg: float = 90.0,
+    camera_height_m: float = 1.7,
 ) -> list[Path]:
     """Write one sequence per (split, condition, case) with ``frames_per_sequence`` frames; returns RGB paths.
 
@@ -95,10 +98,12 @@ def write_deliver_fixture(
             for ki, case in enumerate(cases):
                 sequence = f"MAP_{ci + 1}_point{ki}" + ("" if case == NORMAL_CASE else f"_{case}")
                 failures = frozenset() if case == NORMAL_CASE else frozenset([case])
-                config = SceneConfig(height=size, width=size, condition=condition, failures=failures)
+                config = SceneConfig(height=size, width=size, condition=condition, failures=failures,
+                                     hfov_deg=hfov_deg, camera_height_m=camera_height_m)  # fmt: skip
                 for f in range(frames_per_sequence):
                     sample = generate_scene(seed * 1_000_003 + counter, config)
                     counter += 1
                     where = (condition, split, sequence)
-                    written.append(_write_sample(root, where, f"{f * 5:06d}", sample, config, lidar_m_per_level))
+                    frame = f"{f * 5:06d}"
+                    written.append(_write_sample(root, where, frame, sample, config, depth_rule, lidar_m_per_level))
     return written

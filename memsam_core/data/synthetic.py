@@ -14,6 +14,10 @@ analytically with a pinhole camera, so depth, labels and RGB come from the same 
   camera-Z depth at its pixel with range noise; no return = 0.0.  Fog removes far returns.
 * ``event``: the scene rendered again ``event_dt_s`` earlier (ego motion + object motion); log-intensity
   differences of the two clean renders, ±``event_threshold`` per event, red/blue = count × 64.
+* sequences (:func:`generate_sequence`): the same world at instants ``t = i · frame_dt_s``, the ego camera
+  ``ego_speed_mps · t`` further along the road and yawed by the world's yaw rate × t, every object moved by its
+  velocity × t; instant 0 is :func:`generate_scene`'s sample, bit for bit. Sensor noise is drawn afresh per
+  instant; geometry, albedos and lighting are the world's.
 * ``rgb``: Lambert shading with per-scene random albedos (colour is a weak class cue), world-anchored
   texture, condition effects (Koschmieder fog, rain streaks, night lamps), failure effects and Poisson
   shot noise, gamma-encoded to uint8.
@@ -725,29 +729,62 @@ def _rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFFFFFF, stream])
 
 
-def generate_scene(seed: int, config: SceneConfig | None = None) -> SyntheticSample:
-    """Render one sample; same ``(seed, config)`` → bit-identical arrays, independent of global RNG state."""
-    cfg = config or SceneConfig()
-    world = _build_world(_rng(seed, 0), cfg)
-    light = _lighting(cfg, _rng(seed, 1))
-    now = _cast(world, cfg, world.cam_pos, 0.0, 0.0)
+def _instant_rng(seed: int, stream: int, instant: int) -> np.random.Generator:
+    """Noise stream of one instant of a sequence; instant 0 draws exactly what :func:`generate_scene` draws."""
+    if instant == 0:
+        return _rng(seed, stream)
+    return np.random.default_rng([int(seed) & 0xFFFFFFFFFFFF, stream, instant])
+
+
+def _render_instant(
+    world: _World, light: _Light, cfg: SceneConfig, seed: int, yaw_rate: float, t: float, instant: int
+) -> SyntheticSample:
+    """The world seen at time ``t`` (ego ``speed·t`` along the road, yawed ``yaw_rate·t``, objects moved)."""
+    object_t = t if cfg.object_motion else 0.0
+    origin = world.cam_pos + np.array([0.0, 0.0, cfg.ego_speed_mps * t])
+    now = _cast(world, cfg, origin, yaw_rate * t, object_t)
     surf = _surface(world, now)
     rgb_lin = _shade(world, cfg, now, surf, light)
 
     # earlier instant for events: ego was behind and slightly yawed; objects where they were
     dt = cfg.event_dt_s
-    motion_rng = _rng(seed, 2)
-    yaw_rate = motion_rng.uniform(-0.15, 0.15) if cfg.ego_speed_mps > 0 else 0.0
-    origin0 = world.cam_pos - np.array([0.0, 0.0, cfg.ego_speed_mps * dt])
-    before = _cast(world, cfg, origin0, -yaw_rate * dt, -dt if cfg.object_motion else 0.0)
+    origin0 = origin - np.array([0.0, 0.0, cfg.ego_speed_mps * dt])
+    before = _cast(world, cfg, origin0, yaw_rate * (t - dt), object_t - dt if cfg.object_motion else 0.0)
     event = _events(cfg, _shade(world, cfg, before, _surface(world, before), light), rgb_lin)
 
-    depth = now.depth * (1 + cfg.depth_noise_rel * _rng(seed, 3).standard_normal(now.depth.shape, np.float32))
-    lidar = _lidar(cfg, now.depth, light, _rng(seed, 4))
-    rgb = _camera(cfg, rgb_lin, _rng(seed, 5))
+    noise = _instant_rng(seed, 3, instant).standard_normal(now.depth.shape, np.float32)
+    depth = now.depth * (1 + cfg.depth_noise_rel * noise)
+    lidar = _lidar(cfg, now.depth, light, _instant_rng(seed, 4, instant))
+    rgb = _camera(cfg, rgb_lin, _instant_rng(seed, 5, instant))
     frames = {"rgb": rgb, "depth": depth.astype(np.float32), "lidar": lidar, "event": event}
     labels = surf.labels.reshape(cfg.height, cfg.width)
     return SyntheticSample(frames, labels, cfg.condition, cfg.failures, int(seed), cfg.intrinsics, dt)
+
+
+def _world_and_motion(seed: int, cfg: SceneConfig) -> tuple[_World, _Light, float]:
+    world = _build_world(_rng(seed, 0), cfg)
+    light = _lighting(cfg, _rng(seed, 1))
+    yaw_rate = _rng(seed, 2).uniform(-0.15, 0.15) if cfg.ego_speed_mps > 0 else 0.0
+    return world, light, yaw_rate
+
+
+def generate_scene(seed: int, config: SceneConfig | None = None) -> SyntheticSample:
+    """Render one sample; same ``(seed, config)`` → bit-identical arrays, independent of global RNG state."""
+    cfg = config or SceneConfig()
+    world, light, yaw_rate = _world_and_motion(seed, cfg)
+    return _render_instant(world, light, cfg, seed, yaw_rate, 0.0, 0)
+
+
+def generate_sequence(
+    seed: int, config: SceneConfig | None = None, length: int = 8, frame_dt_s: float = 0.1
+) -> list[SyntheticSample]:
+    """``length`` instants of one world, ``frame_dt_s`` apart, with ego and object motion; the first is
+    ``generate_scene(seed, config)``. Deterministic in ``(seed, config, length, frame_dt_s)``."""
+    if length < 1 or frame_dt_s <= 0:
+        raise ValueError(f"need length >= 1 and frame_dt_s > 0, got {length}, {frame_dt_s}")
+    cfg = config or SceneConfig()
+    world, light, yaw_rate = _world_and_motion(seed, cfg)
+    return [_render_instant(world, light, cfg, seed, yaw_rate, i * frame_dt_s, i) for i in range(length)]
 
 
 class SyntheticDataset(Dataset):
@@ -758,6 +795,11 @@ class SyntheticDataset(Dataset):
     numpy frames (only ``modalities``) + labels + meta; tensor conversion is the model's business.
     An optional ``transform(frames, labels, rng)`` gets a Generator seeded by ``(aug_seed, epoch, i)``.
     Note: ``eventlowres`` events are smaller than the other frames, so batch them only after resizing.
+
+    ``clip_length > 1``: item ``i`` is a clip, ``{"instants": [sample, ...], "meta"}``, of
+    :func:`generate_sequence` ``(seed_offset + i, ..., clip_length, frame_dt_s)``; every instant gets the same
+    augmentation draws (a Generator seeded alike), so a crop or flip stays put along the clip. Each instant's
+    meta adds ``instant`` and ``stamp_s`` (``instant · frame_dt_s``).
     """
 
     def __init__(
@@ -771,9 +813,14 @@ class SyntheticDataset(Dataset):
         failures: Sequence[Iterable[str]] | None = None,
         transform: Callable[..., tuple[dict[str, np.ndarray], np.ndarray]] | None = None,
         aug_seed: int = 0,
+        clip_length: int = 1,
+        frame_dt_s: float = 0.1,
     ) -> None:
         if length < 0:
             raise ValueError(f"length must be >= 0, got {length}")
+        if clip_length < 1 or frame_dt_s <= 0:
+            raise ValueError(f"need clip_length >= 1 and frame_dt_s > 0, got {clip_length}, {frame_dt_s}")
+        self.clip_length, self.frame_dt_s = clip_length, frame_dt_s
         if unknown := set(modalities) - set(MODALITIES):
             raise ValueError(f"unknown modalities {sorted(unknown)}; known: {MODALITIES}")
         self.length, self.seed_offset, self.modalities = length, seed_offset, tuple(modalities)
@@ -798,7 +845,11 @@ class SyntheticDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.length:
             raise IndexError(index)
-        sample = generate_scene(self.seed_offset + index, self.config_for(index))
+        if self.clip_length > 1:
+            return self._clip(index)
+        return self._item(index, generate_scene(self.seed_offset + index, self.config_for(index)))
+
+    def _item(self, index: int, sample: SyntheticSample) -> dict[str, Any]:
         frames = {m: sample.frames[m] for m in self.modalities}
         labels = sample.labels
         if self.transform is not None:
@@ -807,6 +858,16 @@ class SyntheticDataset(Dataset):
         meta = {"source": "synthetic", "index": index, "seed": sample.seed, "condition": sample.condition,
                 "case": sample.case, "sequence": f"synthetic_{sample.case}", "frame": f"{sample.seed:06d}"}  # fmt: skip
         return {"frames": frames, "labels": labels, "meta": meta}
+
+    def _clip(self, index: int) -> dict[str, Any]:
+        samples = generate_sequence(self.seed_offset + index, self.config_for(index), self.clip_length, self.frame_dt_s)
+        instants = []
+        for i, sample in enumerate(samples):
+            item = self._item(index, sample)
+            item["meta"].update(sequence=f"synthetic_{sample.seed:06d}", frame=f"{i:06d}", instant=i,
+                                stamp_s=i * self.frame_dt_s)  # fmt: skip
+            instants.append(item)
+        return {"instants": instants, "meta": {**instants[0]["meta"], "instants": len(instants)}}
 
 
 __all__ = [
@@ -817,4 +878,5 @@ __all__ = [
     "SyntheticDataset",
     "SyntheticSample",
     "generate_scene",
+    "generate_sequence",
 ]

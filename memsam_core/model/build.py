@@ -36,14 +36,19 @@ LOG = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "memsam"
 CHECKPOINT_VERSION = 2
 """1: model + full config; 2: adds ``spec``, the model's own description (input contract included)."""
+TEMPORAL_CHECKPOINT_VERSION = 3
+"""3: a version-2 checkpoint whose model attends to past instants (``model.temporal_memory`` ≥ 1): written only
+then, so a memsam from before memory across time refuses it instead of running it without its memory."""
 _CLASS_SPECIFIC = ("mask_tokens.", "output_hypernetworks_mlps.", "iou_prediction_head.")
 SPEC_FIELDS: dict[str, tuple[str, ...]] = {
     "model": ("sam2_config", "image_size", "num_classes", "lora_rank", "lora_alpha", "modalities",
-              "gate_logits_by_object_score"),
+              "gate_logits_by_object_score", "temporal_memory"),
     "input": tuple(InputConfig.model_fields),
     "classes": ("names", "palette"),
 }  # fmt: skip
 """Config fields a checkpoint owns: what the weights were trained for. Everything else is run time."""
+SPEC_DEFAULTS: dict[tuple[str, str], Any] = {("model", "temporal_memory"): 0}
+"""What a checkpoint written before a spec field existed was trained with (memory across time came later: K = 0)."""
 
 
 class CheckpointError(RuntimeError):
@@ -169,6 +174,11 @@ def build_memorysam(cfg: ModelConfig, sam2_checkpoint: str | Path | None = None,
         if cfg.lora_rank > 0:
             add_lora_to_hiera(sam.image_encoder.trunk, cfg.lora_rank, cfg.lora_alpha)
         model = MemorySAM(sam, cfg.num_classes, cfg.gate_logits_by_object_score, num_modalities=len(cfg.modalities))
+    if cfg.temporal_memory > model.max_temporal_memory:
+        raise ConfigError(
+            f"model.temporal_memory: {cfg.temporal_memory} past instants, but {cfg.sam2_config} has "
+            f"{model.max_temporal_memory} non-conditioning temporal slots (num_maskmem - 1)"
+        )
     set_trainable(model, cfg.train_memory)
     return model.eval()
 
@@ -193,7 +203,9 @@ def save_checkpoint(path: str | Path, model: MemorySAM, config: MemSamConfig | d
         config = config.to_dict()
     if "spec" not in extra and isinstance(config.get("model"), dict):
         extra["spec"] = model_spec(config_from_dict(config, str(path)))
-    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model": model.state_dict(),
+    temporal = int(((extra.get("spec") or {}).get("model") or {}).get("temporal_memory", 0))
+    version = TEMPORAL_CHECKPOINT_VERSION if temporal else CHECKPOINT_VERSION
+    payload = {"format": CHECKPOINT_FORMAT, "version": version, "model": model.state_dict(),
                "config": config, **extra}  # fmt: skip
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as handle:
@@ -211,9 +223,10 @@ def read_memsam_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path}: this is a plain SAM 2 checkpoint, not a trained memsam one; use it as "
             "train.init_checkpoint to start training from it"
         )
-    if int(data.get("version", 1)) > CHECKPOINT_VERSION:
+    if int(data.get("version", 1)) > TEMPORAL_CHECKPOINT_VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint format version {data['version']} is newer than this memsam ({CHECKPOINT_VERSION})"
+            f"{path}: checkpoint format version {data['version']} is newer than this memsam "
+            f"({TEMPORAL_CHECKPOINT_VERSION})"
         )
     return data
 
@@ -253,7 +266,9 @@ def resolve_config(spec: dict[str, Any], config: MemSamConfig, path: str | Path,
     A spec field that ``config`` leaves at its default takes the checkpoint's value; one set explicitly
     to another value is a one-line :class:`ConfigError` naming both (``model.image_size: config says 512,
     checkpoint X was trained with 128``). ``model.modalities`` may name a subset of the checkpoint's in
-    the same order (a rig without one of the trained sensors).
+    the same order (a rig without one of the trained sensors); ``model.temporal_memory`` a K up to the trained
+    one (the model attends to fewer past instants, as it learnt to after every reset), never more (a K = 0
+    checkpoint has never seen a past instant).
     """
     data = config.to_dict()
     for section, fields in SPEC_FIELDS.items():
@@ -261,12 +276,15 @@ def resolve_config(spec: dict[str, Any], config: MemSamConfig, path: str | Path,
         explicit = current_section.model_fields_set
         stored_section = spec.get(section, {})
         for field in fields:
-            if field not in stored_section:
+            if field not in stored_section and (section, field) not in SPEC_DEFAULTS:
                 continue
-            stored, current = stored_section[field], data[section][field]
+            stored = stored_section.get(field, SPEC_DEFAULTS.get((section, field)))
+            current = data[section][field]
             if field in explicit and current != stored:
                 if section == "model" and field == "modalities" and _ordered_subset(current, stored):
                     continue
+                if section == "model" and field == "temporal_memory" and 0 <= current < stored:
+                    continue  # fewer past instants than trained: what the model sees after a reset, for a while
                 raise ConfigError(
                     f"{source}: {section}.{field}: config says {current!r}, checkpoint {path} was trained "
                     f"with {stored!r}"
@@ -283,7 +301,7 @@ def check_spec(spec: dict[str, Any], config: MemSamConfig, path: str | Path, sou
     data = config.to_dict()
     for section, fields in SPEC_FIELDS.items():
         for field in fields:
-            stored = spec.get(section, {}).get(field, data[section][field])
+            stored = spec.get(section, {}).get(field, SPEC_DEFAULTS.get((section, field), data[section][field]))
             if stored != data[section][field]:
                 raise ConfigError(
                     f"{source}: {section}.{field}: config says {data[section][field]!r}, checkpoint {path} was "

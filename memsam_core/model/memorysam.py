@@ -12,10 +12,24 @@ Two forwards over the same weights:
   (bilinear upsampling is linear, so this equals averaging full-resolution logits).
 * :meth:`MemorySAM.forward_reference` — the naive path MemorySAM's code takes: one ``forward_image``
   per modality and SAM 2's own ``_track_step`` per frame in sequence; kept to measure and test against.
+
+Memory across time (``model.temporal_memory: K``; ``forward(..., past=[...])``). SAM 2 built its memory for video:
+a frame attends to its conditioning frames (temporal slot ``maskmem_tpos_enc[num_maskmem - 1]``) and to the
+memories of the last ``num_maskmem - 1`` frames, the one ``d`` frames back at ``maskmem_tpos_enc[d - 1]``, plus
+their object pointers at their frame distance. Here an instant's modality frames stay conditioning frames of each
+other, as in MemorySAM, and each of the last K instants adds one non-conditioning memory at slot ``d - 1`` (d = 1
+for the previous instant, K ≤ ``num_maskmem - 1`` = 6): the memory of that instant's *last* frame (memory encoder
+of its raw features and its predicted mask, which has seen every earlier modality through the memory chain) and
+its object pointer. Frame 0 (RGB) then runs memory attention over the past instants instead of getting
+``no_mem_embed``. Object pointers are placed as SAM 2 places video frames: at their distance in frames of the
+flattened sequence (``k + (d - 1)·M + 1`` for the past instant d seen from frame k of M configured modalities),
+normalised by ``max_obj_ptrs_in_encoder - 1`` (15, SAM 2's video setting) whenever a model runs in temporal mode.
+``past=None`` is today's path, unchanged (and ``K = 0`` always takes it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +47,18 @@ class FrameHeads:
     memory_mask_logits: torch.Tensor  # [B, 1, S/4, S/4]: best-IoU class, object-score gated (SAM 2)
     obj_ptr: torch.Tensor  # [B, 256]
     object_score_logits: torch.Tensor  # [B, 1]
+
+
+@dataclass
+class InstantMemory:
+    """What one instant leaves for the next ones: its last frame's memory-encoder output and object pointer."""
+
+    features: torch.Tensor  # [B, mem_dim, H/16, W/16]
+    pos_enc: torch.Tensor  # [B, mem_dim, H/16, W/16] (SAM 2's sine encoding of the memory)
+    obj_ptr: torch.Tensor  # [B, hidden_dim]
+
+    def detached(self) -> InstantMemory:
+        return InstantMemory(self.features.detach(), self.pos_enc.detach(), self.obj_ptr.detach())
 
 
 class MemorySAM(nn.Module):
@@ -70,6 +96,11 @@ class MemorySAM(nn.Module):
     def image_size(self) -> int:
         return self.sam.image_size
 
+    @property
+    def max_temporal_memory(self) -> int:
+        """The most past instants SAM 2's non-conditioning temporal slots can place (``num_maskmem - 1``)."""
+        return self.sam.num_maskmem - 1
+
     # ------------------------------------------------------------------ building blocks
     def encode_images(self, images: torch.Tensor):
         """Shared Hiera + FPN on ``[N, 3, S, S]`` → flattened per-level features, pos-encs and sizes."""
@@ -99,30 +130,40 @@ class MemorySAM(nn.Module):
         size: tuple[int, int],
         memories: list[dict[str, torch.Tensor]],
         num_frames: int,
+        past: Sequence[InstantMemory] | None = None,
     ) -> torch.Tensor:
         """SAM 2's ``_prepare_memory_conditioned_features`` for MemorySAM's case, where every earlier frame is a
         conditioning frame: ``feat [HW, B, C]`` of frame ``k = len(memories)`` → ``[B, C, H, W]``.
 
         Same values as SAM 2 (tested against ``_track_step``), but the object pointers' temporal positions are
         built on the device: SAM 2 copies them from a host list every frame, which a CUDA graph cannot capture.
+        ``past`` (temporal mode, newest first): the memories of the last instants, as SAM 2's non-conditioning
+        frames (module docstring); ``None`` is the modality-only path.
         """
         sam = self.sam
         batch, channels, (height, width) = feat.size(1), sam.hidden_dim, size
         k = len(memories)
-        if k == 0:  # frame 0: no memory yet (directly_add_no_mem_embed)
+        recent = list(past or ())
+        if k == 0 and not recent:  # frame 0: no memory yet (directly_add_no_mem_embed)
             return (feat + sam.no_mem_embed).permute(1, 2, 0).view(batch, channels, height, width)
         newest_tpos = sam.maskmem_tpos_enc[sam.num_maskmem - 1]  # conditioning frames all have t_pos 0
         memory = [m["maskmem_features"].flatten(2).permute(2, 0, 1) for m in memories]
         memory_pos = [m["maskmem_pos_enc"][-1].flatten(2).permute(2, 0, 1) + newest_tpos for m in memories]
-        pointers = torch.stack([m["obj_ptr"] for m in memories], dim=0)  # frames 0..k-1
+        for d, instant in enumerate(recent, start=1):  # SAM 2: the frame d back gets maskmem_tpos_enc[d - 1]
+            memory.append(instant.features.flatten(2).permute(2, 0, 1))
+            memory_pos.append(instant.pos_enc.flatten(2).permute(2, 0, 1) + sam.maskmem_tpos_enc[d - 1])
+        pointers = torch.stack([m["obj_ptr"] for m in memories] + [p.obj_ptr for p in recent], dim=0)
         if sam.add_tpos_enc_to_obj_ptrs:
             distance = torch.arange(k, 0, -1, device=feat.device)  # k - t for t = 0..k-1 (SAM 2's signed t_diff)
             max_pointers = min(num_frames, sam.max_obj_ptrs_in_encoder)
+            if past is not None:  # temporal mode: the flattened video's frame distances, SAM 2's video scale
+                distance = torch.cat([distance, self._past_pointer_distance(k, len(recent), num_frames, feat.device)])
+                max_pointers = sam.max_obj_ptrs_in_encoder
             tpos_dim = channels if sam.proj_tpos_enc_in_obj_ptrs else sam.mem_dim
             pointer_pos = get_1d_sine_pe(distance / (max_pointers - 1), dim=tpos_dim)
             pointer_pos = sam.obj_ptr_tpos_proj(pointer_pos).unsqueeze(1).expand(-1, batch, sam.mem_dim)
         else:
-            pointer_pos = pointers.new_zeros(k, batch, sam.mem_dim)
+            pointer_pos = pointers.new_zeros(pointers.size(0), batch, sam.mem_dim)
         if sam.mem_dim < channels:  # a pointer becomes channels // mem_dim memory tokens
             split = channels // sam.mem_dim
             pointers = pointers.reshape(-1, batch, split, sam.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
@@ -135,6 +176,13 @@ class MemorySAM(nn.Module):
             num_obj_ptr_tokens=pointers.shape[0],
         )
         return out.permute(1, 2, 0).view(batch, channels, height, width)
+
+    @staticmethod
+    def _past_pointer_distance(k: int, instants: int, frames_per_instant: int, device: torch.device) -> torch.Tensor:
+        """Frame distance from frame ``k`` to the last frame of each of the last ``instants`` instants (newest
+        first) in the flattened sequence of ``frames_per_instant`` frames per instant: ``k + (d - 1)·M + 1``."""
+        d = torch.arange(1, instants + 1, device=device)
+        return k + (d - 1) * frames_per_instant + 1
 
     def semantic_heads(
         self,
@@ -180,13 +228,22 @@ class MemorySAM(nn.Module):
 
     # ------------------------------------------------------------------ engine path
     def forward(
-        self, frames: torch.Tensor, skip_last_memory: bool = True, return_features: bool = False
+        self,
+        frames: torch.Tensor,
+        skip_last_memory: bool = True,
+        return_features: bool = False,
+        past: Sequence[InstantMemory] | None = None,
     ) -> dict[str, torch.Tensor]:
         """``frames [B, M, 3, S, S]`` (M modalities in frame order) → ``{"logits": [B, C, S, S]}``.
 
         ``return_features`` adds ``"features"``: the modality-mean stride-4 feature (``conv_s0`` output,
         ``[B, 32, S/4, S/4]``) that SPMM builds class prototypes from.
+        ``past`` (a list, possibly empty, newest instant first) runs the temporal mode (module docstring): every
+        frame also attends to these memories, the last frame's memory is always encoded and ``"memory"`` (an
+        :class:`InstantMemory`) is added to the output for the next instant. ``None``: memory across modalities only.
         """
+        if past is not None and len(past) > self.max_temporal_memory:
+            raise ValueError(f"{len(past)} past instants; SAM 2's temporal slots hold {self.max_temporal_memory}")
         batch, num_frames, _, size, _ = frames.shape
         images = frames.transpose(0, 1).reshape(num_frames * batch, *frames.shape[2:])  # frame-major
         if images.device.type == "cpu" and not torch.is_grad_enabled() and num_frames > 1:
@@ -202,12 +259,12 @@ class MemorySAM(nn.Module):
             cur_feats = [f[:, frame] for f in feats]
             cur_pos = [p[:, frame] for p in pos]
             pix_feat = self.condition_on_memory(
-                cur_feats[-1], cur_pos[-1], sizes[-1], memories, self.pointer_frames(num_frames)
+                cur_feats[-1], cur_pos[-1], sizes[-1], memories, self.pointer_frames(num_frames), past
             )
             high_res = [x.permute(1, 2, 0).reshape(batch, x.size(2), *s) for x, s in zip(cur_feats[:-1], sizes[:-1])]
             heads = self.semantic_heads(pix_feat, high_res, prompts, image_pe)
             logit_sum = heads.class_logits if logit_sum is None else logit_sum + heads.class_logits
-            if k < num_frames - 1 or not skip_last_memory:
+            if k < num_frames - 1 or not skip_last_memory or past is not None:
                 mask_full = F.interpolate(
                     heads.memory_mask_logits, size=(size, size), mode="bilinear", align_corners=False
                 )
@@ -221,6 +278,9 @@ class MemorySAM(nn.Module):
                 memories.append({"maskmem_features": maskmem, "maskmem_pos_enc": maskmem_pos, "obj_ptr": heads.obj_ptr})
         logits = F.interpolate(logit_sum / num_frames, size=(size, size), mode="bilinear", align_corners=False)
         out = {"logits": logits}
+        if past is not None:  # the last frame's memory: what this instant leaves for the next ones
+            last = memories[-1]
+            out["memory"] = InstantMemory(last["maskmem_features"], last["maskmem_pos_enc"][-1], last["obj_ptr"])
         if return_features:
             level0 = feats[0].permute(1, 2, 0)  # [M*B, 32, HW/16] frame-major
             h0, w0 = sizes[0]

@@ -18,6 +18,9 @@ import numpy as np
 from memsam_ros.inputs.codec import ImageDecodeError, as_bytes, depth_to_metres
 
 _HEADER_BYTES = 12  # compressed_depth_image_transport ConfigHeader: int32 format, float32 depthParam[2]
+# sensor_msgs::image_encodings::isColor
+_COLOUR_ENCODINGS = frozenset({"rgb8", "rgba8", "rgb16", "rgba16", "bgr8", "bgra8", "bgr16", "bgra16"})
+_TO_RGB = {("bgr", 3): cv2.COLOR_BGR2RGB, ("bgr", 4): cv2.COLOR_BGRA2RGB, ("rgb", 4): cv2.COLOR_RGBA2RGB}
 
 
 def _imdecode(data: np.ndarray, what: str) -> np.ndarray:
@@ -27,21 +30,47 @@ def _imdecode(data: np.ndarray, what: str) -> np.ndarray:
     return image
 
 
+def decoded_channel_order(fmt: str, channels: int) -> str:
+    """``"bgr"`` or ``"rgb"``: the channel order of what ``cv2.imdecode`` returns for a colour ``CompressedImage``
+    of format ``fmt``, by the rule of image_transport's own subscriber (ros-perception/image_transport_plugins,
+    ``compressed_image_transport/src/compressed_subscriber.cpp``, ``internalCallback``):
+
+    * no ``;`` (older publishers: ``"jpeg"``, ``"png"``): 3 channels are BGR (1 is mono); others are refused;
+    * ``"<encoding>; <codec> compressed bgr…"`` (what its publisher writes for colour): BGR;
+    * any other colour ``<encoding>`` (``rgb8``/``rgba8``/``bgr8``/``bgra8``, 8 or 16 bit) without
+      ``compressed bgr`` (e.g. ``"rgb8; jpeg compressed rgb8"``): the decoded array is already in RGB(A) order;
+    * a non-colour ``<encoding>`` (``mono8``…) with a colour payload has no defined order and is refused.
+
+    Raises ImageDecodeError."""
+    encoding, separator, compression = (part.strip() for part in fmt.partition(";"))
+    if not separator:
+        if channels != 3:
+            raise ImageDecodeError(f"format {fmt!r} names no encoding: {channels} channels are not decoded (1 or 3)")
+        return "bgr"
+    if "compressed bgr" in compression:
+        return "bgr"
+    if encoding in _COLOUR_ENCODINGS:
+        return "rgb"
+    raise ImageDecodeError(f"format {fmt!r}: encoding {encoding!r} is not a colour encoding but the image has colour")
+
+
 def decode_compressed_image(msg: Any, modality: str) -> np.ndarray:
-    """``jpeg``/``png`` colour or mono → uint8 HxWx3 RGB (rgb) or as sent (event: RGB or mono)."""
-    fmt = str(msg.format).lower()
-    if "compresseddepth" in fmt:
-        raise ImageDecodeError(f"format {msg.format!r} is a depth image; not allowed for modality {modality!r}")
+    """``jpeg``/``png`` colour or mono → uint8 HxWx3 RGB (rgb) or as sent (event: RGB or mono); the channel order
+    follows the ``format`` string as image_transport's subscriber reads it (:func:`decoded_channel_order`)."""
+    fmt = str(msg.format)
+    if "compresseddepth" in fmt.lower():
+        raise ImageDecodeError(f"format {fmt!r} is a depth image; not allowed for modality {modality!r}")
     image = _imdecode(as_bytes(msg.data), fmt.split(";")[-1].strip() or "compressed image")
     if image.dtype != np.uint8:
         raise ImageDecodeError(f"{modality}: compressed image has {image.dtype} pixels, expected 8-bit")
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    elif image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    elif modality == "rgb":
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    return image
+    if image.ndim == 2 or image.shape[2] == 1:
+        gray = image.reshape(image.shape[:2])
+        return cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB) if modality == "rgb" else gray
+    channels = image.shape[2]
+    order = decoded_channel_order(fmt, channels)
+    if channels not in (3, 4):
+        raise ImageDecodeError(f"format {fmt!r}: {channels} channels are not decoded (1, 3 or 4)")
+    return image if (order, channels) == ("rgb", 3) else cv2.cvtColor(image, _TO_RGB[order, channels])
 
 
 def decode_compressed_depth(msg: Any) -> np.ndarray:

@@ -4,6 +4,12 @@
 over ``data`` built from the message's own ``fields`` (any ``point_step``, padding and extra fields, organised or
 not, either byte order). Like :mod:`memsam_ros.inputs.codec` it only reads attributes, so rclpy and rosbags
 messages work.
+
+No-return points are dropped in both conventions drivers use: NaN coordinates (velodyne and current ouster-ros
+organised clouds) and points exactly at (0, 0, 0) (older ouster-ros, ros2_ouster_drivers unless
+``pointcloud_filter_zero_points``; ouster-lidar/ouster-ros#396). A return at the sensor's own origin is not a
+measurement (every LiDAR has a minimum range), and kept it would project onto the pixel of the LiDAR's origin and,
+the nearest return winning, hide the real return there whenever that origin is in front of the camera.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ class PointCloudError(ImageDecodeError):
 
 
 def pointcloud2_to_xyz(msg: Any) -> np.ndarray:
-    """The cloud's x, y, z as float32 ``[N, 3]`` (rows with a non-finite coordinate are dropped)."""
+    """The cloud's x, y, z as float32 ``[N, 3]``; no-return rows (a non-finite coordinate, or exactly (0, 0, 0))
+    are dropped."""
     fields = {str(f.name): f for f in msg.fields}
     missing = [axis for axis in "xyz" if axis not in fields]
     if missing:
@@ -55,4 +62,4 @@ def pointcloud2_to_xyz(msg: Any) -> np.ndarray:
     xyz = np.empty((structured.size, 3), np.float32)
     for column, axis in enumerate("xyz"):
         xyz[:, column] = structured[axis]
-    return xyz[np.isfinite(xyz).all(axis=1)]
+    return xyz[np.isfinite(xyz).all(axis=1) & xyz.any(axis=1)]

@@ -100,7 +100,11 @@ class BagSummary:
     conditions: list[str]
 
 
-VENDORED_MESSAGES = {"event_camera_msgs": ("EventPacket",), "dvs_msgs": ("Event", "EventArray")}
+VENDORED_MESSAGES = {
+    "event_camera_msgs": ("EventPacket",),
+    "event_array_msgs": ("EventArray",),  # EventPacket's name before the rename, in older recordings
+    "dvs_msgs": ("Event", "EventArray"),
+}
 """Interface types rosbags does not know, registered from their definitions (msg/vendor/, or an installed share/)."""
 
 
@@ -433,7 +437,8 @@ def detect_inputs(types: dict[str, str], config: MemSamConfig) -> MemSamConfig:
     updates: dict[str, str] = {}
     for modality, topic in configured.items():
         candidates = [topic, *(f"{topic}/{transport}" for transport in TRANSPORTS)]
-        streams = {"lidar": ("pointcloud",), "event": ("event_packet", "event_array")}.get(modality, ())
+        event_streams = ("event_packet", "event_array_msgs", "event_array")
+        streams = {"lidar": ("pointcloud",), "event": event_streams}.get(modality, ())
         candidates += sorted(t for t, msgtype in types.items() if kind_of.get(msgtype) in streams)
         for candidate in candidates:
             kind = kind_of.get(types.get(candidate, ""))

@@ -3,7 +3,10 @@
 Offline, the bag is read with rosbags and goes through exactly what the node runs: the same layout check
 on arrival, the same :class:`ModalitySynchronizer` fed with the bag receive time as its clock, the same
 decoding of a set's messages (:func:`memsam_ros.inputs.received.decode_set`) and the same
-:class:`memsam_core.engine.Segmenter`, one set at a time.
+:class:`memsam_core.engine.Segmenter`, one set at a time, in the order the synchroniser forms them, through the
+node's stream path (``segment_instant`` with the RGB stamp and the synchroniser's reset count), so a model with
+memory across time (``model.temporal_memory``) remembers and forgets the same past instants as the node in
+lock-step.
 Live (``--mode live``), the bag is played into a running node (:mod:`memsam_ros.tools.recorder`). Either
 way a :class:`~memsam_ros.tools.scoring.Scoreboard` matches each prediction to the ground-truth label image
 with the same header stamp (the node stamps outputs with the RGB stamp) and the report is written by
@@ -30,7 +33,7 @@ from memsam_ros.inputs.codec import ImageDecodeError, image_to_array
 from memsam_ros.inputs.converter import TF_STATIC_TOPIC, TF_TOPIC, InputConverter
 from memsam_ros.inputs.received import decode_set
 from memsam_ros.inputs.stamps import ns_to_s, stamp_ns
-from memsam_ros.sync import ModalitySynchronizer
+from memsam_ros.sync import ModalitySynchronizer, replay_config
 from memsam_ros.tools.bag_tools import (
     GT_LABELS_TOPIC,
     GT_SCENE_TOPIC,
@@ -62,13 +65,16 @@ def evaluate_bag_offline(
     scene_topic: str = GT_SCENE_TOPIC,
     progress: bool = True,
     max_overlays: int = 6,
+    keep_labels: bool = False,
 ) -> EvaluationRun:
-    """Replay ``bag`` through codec → synchroniser → Segmenter and score against ``gt_topic``."""
+    """Replay ``bag`` through codec → synchroniser → Segmenter and score against ``gt_topic``; ``keep_labels`` keeps
+    each frame's predicted labels (``scoring.label_agreement`` compares two runs per pixel)."""
     started = time.monotonic()
     reader = open_reader(bag)
     try:
         if segmenter is None:
             segmenter = _load_segmenter(config, str(bag))
+        segmenter.reset("new_stream")  # the node starts each run with no past instants, so does the replay
         config = segmenter.config  # the checkpoint's modalities, input contract and classes
         check_ros_sensors(config, config.inference.checkpoint or str(bag))  # a bag carries metric depth/LiDAR
         config = detect_inputs({name: info.msgtype for name, info in reader.topics.items()}, config)
@@ -88,8 +94,8 @@ def evaluate_bag_offline(
             LOG.warning("%s: no topic %s; evaluating without %s", bag, topics[m], m)
         palette = np.asarray(segmenter.palette, dtype=np.uint8)
         has_scene = scene_topic in available
-        board = Scoreboard(config.classes.names, palette, expect_scene=has_scene, max_overlays=max_overlays)
-        sync = ModalitySynchronizer.from_config(config)
+        board = Scoreboard(config.classes.names, palette, has_scene, max_overlays, keep_labels)
+        sync = ModalitySynchronizer.from_config(replay_config(config))  # nearest: the same sets as live
         inputs = InputConverter(config)  # what the node converts each message type with
         by_topic = {t: m for m, t in topics.items() if t in available}
         geometry = [config.ros.camera_info_topic, TF_STATIC_TOPIC, TF_TOPIC] if inputs.needs_geometry else []
@@ -98,6 +104,7 @@ def evaluate_bag_offline(
         total = sum(reader.topics[t].msgcount for t in wanted)
         decode_errors: dict[str, int] = {}
         inference_ms: list[float] = []
+        memory_instants: list[int] = []
 
         def run_sets(sets: list) -> None:
             for synced in sets:
@@ -108,8 +115,10 @@ def evaluate_bag_offline(
                     LOG.warning("%s: %s", topics[modality], reason)
                 if reference not in frames:
                     continue
-                result = segmenter.segment_batch([frames])[0]
+                stamp_s = ns_to_s(items[reference].stamp_ns)
+                result = segmenter.segment_instant(frames, stamp_s, sync.resets)  # as the node's worker does
                 inference_ms.append(result.inference_ms)
+                memory_instants.append(result.extras["memory_instants"])
                 board.add_prediction(
                     Prediction(
                         synced.items[reference].stamp_ns,
@@ -158,6 +167,8 @@ def evaluate_bag_offline(
             "served": stats.served,
         },
         "inference_ms_mean": float(np.mean(inference_ms)) if inference_ms else None,
+        "memory_resets": segmenter.memory_resets,
+        "memory_instants": memory_instants,  # per segmented set, in stamp order
     }
     return EvaluationRun(
         board, "offline", str(bag), config, config.inference.checkpoint, time.monotonic() - started, details

@@ -37,6 +37,7 @@ from memsam_ros.inputs.codec import ImageDecodeError, decode_modality, image_to_
 from memsam_ros.inputs.compressed import decode_compressed_image
 from memsam_ros.inputs.converter import MESSAGE_TYPES, TF_STATIC_TOPIC, message_class
 from memsam_ros.inputs.stamps import stamp_ns
+from memsam_ros.sync import replay_config
 from memsam_ros.tools.bag_tools import (
     GT_LABELS_TOPIC,
     GT_SCENE_TOPIC,
@@ -228,8 +229,10 @@ def evaluate_bag_live(
     context: Any = None,
     log_dir: str | Path | None = None,
     gate_timeout_s: float = 30.0,
+    keep_labels: bool = False,
 ) -> EvaluationRun:
     """Run the node on ``bag`` over DDS and score it; ``context``: an initialised rclpy Context (else own).
+    ``keep_labels`` keeps each frame's labels (``scoring.label_agreement`` compares them with an offline run).
 
     The node gets ``config`` (written to a YAML as its ``config_file``; ``config_path`` is only named in
     the report). The node process inherits ``ROS_DOMAIN_ID`` from this process's environment or ``context``.
@@ -243,6 +246,7 @@ def evaluate_bag_live(
     if config.inference.checkpoint:  # the node gets the checkpoint's model, input contract and classes
         config = checkpoint_config(config.inference.checkpoint, config, str(config_path or "<config>"))
     config = detect_inputs({t: msgtype for t, (msgtype, _) in topics_in_bag.items()}, config)
+    config = replay_config(config)  # nearest: the same sets as offline
     sensor_topics = modality_topics(config)
     reference_topic = sensor_topics[config.sync.reference]
     for topic, why in ((reference_topic, "reference modality"), (gt_topic, "ground truth")):
@@ -280,7 +284,7 @@ def evaluate_bag_live(
             if config.classes.palette
             else default_palette(config.model.num_classes)
         )
-        board = Scoreboard(config.classes.names, palette, expect_scene=has_scene, max_overlays=max_overlays)
+        board = Scoreboard(config.classes.names, palette, has_scene, max_overlays, keep_labels)
         recorder = EvalRecorder(
             ros_node,
             board,
@@ -345,6 +349,8 @@ def evaluate_bag_live(
         "sets_dropped_by_node": max((i.get("sets_dropped", 0) for i in infos), default=0),
         "inference_ms_mean": float(np.mean([i["inference_ms"] for i in infos])) if infos else None,
         "total_latency_ms_mean": float(np.mean([i["total_latency_ms"] for i in infos])) if infos else None,
+        "memory_resets": max((i.get("memory_resets", 0) for i in infos), default=0),
+        "memory_instants": [i.get("memory_instants", 0) for i in sorted(infos, key=lambda i: i["stamp_ns"])],
         "config_file": str(config_path) if config_path else None,
     }
     LOG.info("live evaluation: %d frames scored, node log %s", len(board.frames), node_proc.log_path)

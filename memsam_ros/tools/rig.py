@@ -17,10 +17,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from memsam_core.events import frame_to_events
+from memsam_core.events import EventBatch, frame_to_events
 from memsam_core.lidar import CameraModel, Extrinsics, to_frame, unproject_depth
 from memsam_ros.inputs.compressed import encode_compressed_depth
-from memsam_ros.inputs.event_codecs import encode_event_packet
+from memsam_ros.inputs.event_codecs import Evt3Encoder, encode_mono
 from memsam_ros.inputs.stamps import split_ns
 
 Make = Callable[..., Any]
@@ -143,7 +143,7 @@ def event_packets(make: Make, frame: np.ndarray, end_ns: int, window_ns: int, se
         keep = (batch.t_ns > start) & (batch.t_ns <= stop)
         part = type(batch)(batch.t_ns[keep], batch.x[keep], batch.y[keep], batch.polarity[keep], batch.height,
                            batch.width)  # fmt: skip
-        data = np.frombuffer(encode_event_packet(part, int(start)), np.uint8)
+        data = np.frombuffer(encode_mono(part, int(start)), np.uint8)
         packets.append(
             (
                 int(stop),
@@ -152,6 +152,39 @@ def event_packets(make: Make, frame: np.ndarray, end_ns: int, window_ns: int, se
                      is_bigendian=False, events=data),
             )
         )  # fmt: skip
+    return packets
+
+
+def evt3_packets(
+    make: Make,
+    encoder: Evt3Encoder,
+    batch: EventBatch,
+    start_ns: int,
+    end_ns: int,
+    period_ns: int = 1_000_000,
+    origin_ns: int = 0,
+    latency_ns: int = 0,
+) -> list[tuple[int, Any]]:
+    """``(stamp, EventPacket)`` in ``evt3`` as metavision_driver sends them: the events of ``batch`` in
+    ``(start_ns, end_ns]`` (ROS time; sensor time = ROS time − ``origin_ns``, rounded up to the microsecond) written
+    by ``encoder`` as one continuous word stream (it carries its state to the next call), a packet per ``period_ns``
+    opened and closed by the time words of its start and end (a quiet period's packet has nothing else), stamped with
+    the ROS time of its first sensor time plus ``latency_ns``, ``time_base`` 0."""
+    keep = (batch.t_ns > start_ns) & (batch.t_ns <= end_ns)
+    time_us = -((origin_ns - batch.t_ns[keep]) // 1000)  # ceil: the event stays inside its window
+    x, y, polarity = batch.x[keep], batch.y[keep], batch.polarity[keep].astype(np.int64)
+    order = np.argsort(time_us, kind="stable")
+    time_us, x, y, polarity = time_us[order], x[order], y[order], polarity[order]
+    starts = list(range(start_ns, end_ns, period_ns))
+    cuts_us = [(t - origin_ns) // 1000 for t in [*starts, end_ns]]
+    opening, *pieces = encoder.encode_packets(time_us, x, y, polarity, np.asarray(cuts_us))
+    packets = []
+    for index, first in enumerate(starts):
+        data = np.frombuffer((opening if index == 0 else b"") + pieces[index], np.uint8)
+        stamp = first + latency_ns
+        packets.append((stamp, make("event_camera_msgs/msg/EventPacket", header=_make_header(make, stamp, CAMERA_FRAME),
+                                    height=batch.height, width=batch.width, seq=index, time_base=0,
+                                    encoding="evt3", is_bigendian=False, events=data)))  # fmt: skip
     return packets
 
 

@@ -76,12 +76,15 @@ class Scoreboard:
         palette: np.ndarray,
         expect_scene: bool = True,
         max_overlays: int = 6,
+        keep_labels: bool = False,
     ) -> None:
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names)
         self.palette = palette
         self.expect_scene = expect_scene
         self.max_overlays = max_overlays
+        self.keep_labels = keep_labels
+        self.labels: dict[int, np.ndarray] = {}  # predicted labels by stamp, with keep_labels (per-pixel comparisons)
         self.frames: list[FrameRecord] = []
         self._candidates: list[Overlay] = []
         self.ground_truth_frames = 0
@@ -95,6 +98,8 @@ class Scoreboard:
     # -------------------------------------------------------------- input
     def add_prediction(self, prediction: Prediction) -> None:
         self.predictions += 1
+        if self.keep_labels:
+            self.labels[prediction.stamp_ns] = prediction.labels
         self._predictions[prediction.stamp_ns] = prediction
         self._try_score(prediction.stamp_ns)
 
@@ -267,4 +272,21 @@ def compare_runs(offline: EvaluationRun, live: EvaluationRun) -> dict[str, Any]:
         "miou_abs_diff": abs(miou_off - miou_on) if common else None,
         "frames_identical_confusion": int(identical),
         "missing_case_agreement": int(sum(a.missing == b.missing for a, b in zip(off_frames, on_frames))),
+    }
+
+
+def label_agreement(first: EvaluationRun, second: EvaluationRun) -> dict[str, Any]:
+    """Per-pixel agreement of the predicted labels of two runs on the stamps both predicted (both kept with
+    ``keep_labels``): the fraction of equal pixels per frame (0 for labels of another size), its mean and minimum,
+    and the frames compared."""
+    a, b = first.scoreboard.labels, second.scoreboard.labels
+    if not (first.scoreboard.keep_labels and second.scoreboard.keep_labels):
+        raise ValueError("label_agreement needs runs evaluated with keep_labels=True")
+    per_frame = {s: float(np.mean(a[s] == b[s])) if a[s].shape == b[s].shape else 0.0 for s in sorted(set(a) & set(b))}
+    values = list(per_frame.values())
+    return {
+        "frames_common": len(per_frame),
+        "pixel_agreement": float(np.mean(values)) if values else None,
+        "pixel_agreement_min": min(values) if values else None,
+        "per_frame": per_frame,
     }
