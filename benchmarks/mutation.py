@@ -11,10 +11,12 @@ Mutants read and judged equivalent (no observable behaviour changes) are listed 
 since (its function was edited) is reported as stale instead of being counted. The figure is given both raw and
 without the equivalents; docs/mutation.md has the last run.
 
-    python benchmarks/mutation.py                 # fresh run (≈35 min on 2 cores), table, survivors
+    python benchmarks/mutation.py                 # fresh run (≈8 min on 2 cores), table, survivors
     python benchmarks/mutation.py --report        # the table and survivors of the last run again
     python benchmarks/mutation.py --rerun 'memsam_ros.sync.*'   # copy the tests again, re-run those mutants
     python benchmarks/mutation.py --show NAME     # one mutant's diff
+
+``--rerun`` keeps the other results, unless ``[tool.mutmut]`` changed (then mutmut forgets them all: run afresh).
 """
 
 from __future__ import annotations

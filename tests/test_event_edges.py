@@ -167,7 +167,9 @@ def test_every_decoder_gives_the_dtypes_and_sensor_size_consumers_concatenate() 
         _check_types(decoded.cd, decoded.triggers)
     assert len(PacketDecoder().decode(packet("trigger", mono)).cd) == 0
     _check_types(EventBatch.empty(HEIGHT, WIDTH), TriggerEvents.empty())
-    assert len(EventBatch.empty(HEIGHT, WIDTH)) == 0 and len(TriggerEvents.empty()) == 0
+    empty, no_triggers = EventBatch.empty(HEIGHT, WIDTH), TriggerEvents.empty()
+    assert [a.size for a in (empty.t_ns, empty.x, empty.y, empty.polarity)] == [0] * 4
+    assert [a.size for a in (no_triggers.t_ns, no_triggers.edge, no_triggers.id)] == [0] * 3
     real = PacketDecoder().decode(packet("mono", mono)).cd
     joined = concatenate([EventBatch.empty(HEIGHT, WIDTH), real])
     _check_types(joined, TriggerEvents.empty())
@@ -238,23 +240,36 @@ def test_the_encoder_writes_the_words_a_sensor_writes() -> None:
 
 
 def test_encoded_packets_end_at_their_cut_times_and_join_into_the_stream() -> None:
+    """As the rig bags use it: an EventBatch's uint16 pixels and bool polarity, events exactly at a cut time (they
+    belong before it) and a last cut after every event (its packet holds time words only)."""
     rng = np.random.default_rng(7)
-    time_us = np.sort(rng.integers(1_000_000, 1_050_000, 3000))
-    x, y, p = rng.integers(0, WIDTH, 3000), rng.integers(0, HEIGHT, 3000), rng.integers(0, 2, 3000)
-    cuts = np.array([1_010_000, 1_010_000 + 1, 1_025_000, 1_040_000])
+    cuts = np.array([1_010_000, 1_010_001, 1_025_000, 1_040_000, 1_060_000])
+    time_us = np.sort(np.concatenate([rng.integers(1_000_000, 1_050_000, 3000), cuts[:4], cuts[:4]]))
+    n = time_us.size
+    x, y = rng.integers(0, WIDTH, n).astype(np.uint16), rng.integers(0, HEIGHT, n).astype(np.uint16)
+    p = rng.integers(0, 2, n).astype(bool)
     packets = Evt3Encoder().encode_packets(time_us, x, y, p, cuts)
+    assert packets == Evt3Encoder().encode_packets(time_us, x.astype(np.int64), y.astype(np.int64), p.astype(np.int64),
+                                                   cuts)  # fmt: skip
     assert len(packets) == len(cuts) + 1
     tracker, decoder, reference = Evt3TimeTracker(), Evt3Decoder(WIDTH, HEIGHT), SequentialEvt3(WIDTH, HEIGHT)
-    bounds = [-1, *cuts.tolist(), int(time_us[-1])]
+    bounds = [-1, *cuts.tolist(), int(cuts[-1])]
     for index, data in enumerate(packets):
         times = tracker.advance(data)
-        assert times.last_us == bounds[index + 1]  # closed by the time words of its cut (the last: its last event)
+        assert times.last_us == bounds[index + 1]  # closed by the time words of its cut
         events = decoder.decode(data).cd
         inside = (time_us > bounds[index]) & (time_us <= bounds[index + 1])
         assert sorted_cd(events) == sorted(zip((time_us[inside] * 1000).tolist(), x[inside].tolist(),
-                                               y[inside].tolist(), p[inside].tolist()))  # fmt: skip
+                                               y[inside].tolist(), p[inside].astype(int).tolist()))  # fmt: skip
         reference.feed(data)
-    assert len(reference.cd) == 3000
+    assert packets[-1] == b"" and len(reference.cd) == n
+
+
+def test_a_time_only_entry_between_events_of_one_microsecond_keeps_their_rows() -> None:
+    encoder = Evt3Encoder()
+    data = encoder.encode(np.array([4096, 4096, 4096]), np.array([3, -1, 4]), np.array([5, 0, 1]), np.array([1, 0, 0]))
+    decoded = Evt3Decoder(WIDTH, HEIGHT).decode(data).cd
+    assert cd_tuples(decoded) == [(4096 * 1000, 3, 5, 1), (4096 * 1000, 4, 1, 0)]
 
 
 # --------------------------------------------------------------------------------------------- event frames

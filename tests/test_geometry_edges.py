@@ -98,13 +98,27 @@ def _point(found: Extrinsics | None, xyz=(1.0, 2.0, 3.0)) -> np.ndarray:
 
 
 def test_leading_slashes_are_ignored_and_frame_names_are_kept_as_they_are() -> None:
-    """tf2 strips a leading ``/`` (ROS 1 names); nothing else of a name is touched: a Hesai ``XT32`` stays XT32."""
-    plain = _tree(_edge("base_link", "XT32", (1.0, 0.0, 2.0), YAW), _edge("base_link", "camera", (0.5, 0.1, 1.0)))
-    slashed = _tree(_edge("/base_link", "/XT32", (1.0, 0.0, 2.0), YAW), _edge("/base_link", "/camera", (0.5, 0.1, 1.0)))
+    """tf2 strips a leading ``/`` (ROS 1 names), so a frame is one frame whether a transform names it with the slash
+    or without; nothing else of a name is touched: a Hesai ``XT32`` stays XT32, as a parent too."""
+    plain = _tree(
+        _edge("base_link", "XT32", (1.0, 0.0, 2.0), YAW),
+        _edge("base_link", "camera_link", (0.5, 0.1, 1.0)),
+        _edge("camera_link", "camera"),
+        _edge("XT32", "XT32_imu", (0.0, 0.0, 0.5)),
+    )
+    mixed = _tree(
+        _edge("/base_link", "XT32", (1.0, 0.0, 2.0), YAW),
+        _edge("base_link", "/camera_link", (0.5, 0.1, 1.0)),
+        _edge("/camera_link", "camera"),
+        _edge("/XT32", "XT32_imu", (0.0, 0.0, 0.5)),
+    )
     expected = _yawed((1.0, 2.0, 3.0)) + np.array([0.5, -0.1, 1.0])
-    for tree in (plain, slashed):
+    for tree in (plain, mixed):
         for target, source in (("camera", "XT32"), ("/camera", "/XT32")):
             np.testing.assert_allclose(_point(tree.lookup(target, source)), expected)
+        np.testing.assert_allclose(_point(tree.lookup("XT32", "camera"), expected), [1.0, 2.0, 3.0], atol=1e-12)
+        imu = _yawed((1.0, 2.0, 3.5)) + np.array([0.5, -0.1, 1.0])
+        np.testing.assert_allclose(_point(tree.lookup("camera", "XT32_imu")), imu)
 
 
 def _yawed(xyz) -> np.ndarray:

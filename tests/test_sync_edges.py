@@ -138,7 +138,7 @@ def test_a_slow_sensor_is_waited_for_its_usual_period(intervals: list[float], du
     sync = ModalitySynchronizer(["rgb", "lidar"], slop_s=0.25, max_wait_s=0.3)
     messages = _slow_lidar(intervals, duplicate)
     last = max(stamp for _, m, stamp in messages if m == "lidar")
-    messages = [m for m in messages if m[2] < last] + [(last + 0.01, "lidar", last)]  # stop at the last scan
+    messages = [m for m in messages if m[2] < last] + [(last + 0.01, "lidar", last)] * (2 if duplicate else 1)
     messages += [(last + 0.3 + 0.005 + k / 30, "rgb", last + 0.3 + k / 30) for k in range(8)]
     messages += [(last + 0.51, "lidar", last + 0.5)]
     out = run(sync, messages)
@@ -239,6 +239,22 @@ def test_messages_older_than_any_future_reference_can_use_leave_the_queue() -> N
     assert (sync.queued()["depth"], sync.stats.discarded["depth"]) == (0, 1)
 
 
+def test_a_message_exactly_slop_before_the_last_reference_is_not_late() -> None:
+    sync = make(["rgb", "depth"], slop_s=0.25, max_wait_s=0.0)
+    sync.add("rgb", 1.0, "r", now_s=0.0)
+    sync.add("depth", 0.75, "edge", now_s=0.1)
+    assert (sync.stats.late["depth"], sync.queued()["depth"]) == (0, 1)
+
+
+def test_a_single_use_message_no_waiting_set_can_take_is_discarded_not_evicted() -> None:
+    sync = make(slop_s=0.12, queue_size=2, max_wait_s=5.0, single_use=("depth",))
+    sync.add("rgb", 1.0, "r", now_s=0.0)  # waits for lidar
+    for now, stamp in enumerate((0.85, 1.2, 1.3)):
+        sync.add("depth", stamp, stamp, now_s=now / 100)
+    s = sync.stats
+    assert (s.discarded["depth"], s.evicted["depth"], sync.queued()["depth"]) == (1, 0, 2)
+
+
 def test_dropped_incomplete_sets_are_counted() -> None:
     sync = make(["rgb", "depth"], required=("rgb", "depth"), max_wait_s=0.0)
     for stamp in (1.0, 2.0, 3.0):
@@ -276,11 +292,14 @@ def test_single_use_under_latest_never_goes_back() -> None:
     sync.add("depth", 1.0, "given", now_s=0.0)
     [first] = sync.add("rgb", 1.0, "r", now_s=0.01)
     assert first.items["depth"] == "given" and sync.queued()["depth"] == 0
+    sync.add("depth", 1.08, "newer, outside this slop", now_s=0.015)
     sync.add("depth", 1.0, "same stamp", now_s=0.02)
     sync.add("depth", 0.99, "older still", now_s=0.02)
     assert sync.stats.late["depth"] == 2
     [second] = sync.add("rgb", 1.02, "r2", now_s=0.03)
-    assert second.missing == ("depth",)
+    assert second.missing == ("depth",)  # 1.0 was given, 0.99 is older: nothing newer within slop
+    [third] = sync.add("rgb", 1.1, "r3", now_s=0.04)
+    assert third.items["depth"] == "newer, outside this slop"
     assert_accounting(sync)
 
 
@@ -298,3 +317,8 @@ def test_a_waiting_single_use_set_keeps_its_choice_when_the_queue_overflows() ->
     """Which depth frames a waiting set needs is judged with its neighbours: 1.05 is tied to the decided 1.0 (not
     1.1's), 1.17 is 1.1's (nearer than to 1.5); so 1.05 makes room when 1.6 arrives, and 1.1 gets 1.17."""
     assert _overflow(1.0, [1.1, 1.5], [(0.2, 1.05), (0.3, 1.17), (0.4, 1.6)]) == {1.1: 1.17, 1.5: 1.6}
+
+
+def test_a_waiting_single_use_set_keeps_a_choice_that_the_next_reference_does_not_take() -> None:
+    """1.33 is nearer to 1.34 than to 1.3, so 1.3 takes 1.25: it is kept when 1.5 overflows the queue (and goes)."""
+    assert _overflow(1.0, [1.3, 1.34], [(0.2, 1.25), (0.3, 1.33), (0.4, 1.5)]) == {1.3: 1.25, 1.34: 1.33}

@@ -1,6 +1,6 @@
 """Memory across time (issue 22): the model, the engine's stream of sets, checkpoints, and K = 0 unchanged.
 
-K = 0 is compared with the engine as it was before this feature (git commit ``7c194f4``, loaded as a separate package
+K = 0 is compared with the engine as it was before this feature (git commit ``4d9c07c``, loaded as a separate package
 from the repository's history in this process, so both run the same CPU kernels and the comparison is bit for bit on
 any machine; skipped, saying why, where the history is not there).
 """
@@ -32,7 +32,7 @@ from memsam_core.model.memorysam import InstantMemory
 from memsam_core.temporal import TemporalMemory
 
 ROOT = Path(__file__).resolve().parents[1]
-BEFORE = "7c194f4"  # HEAD before memory across time
+BEFORE = "4d9c07c"  # HEAD before memory across time
 SIZE = 128
 MODALITIES = ["rgb", "depth", "lidar", "event"]
 
@@ -40,9 +40,9 @@ MODALITIES = ["rgb", "depth", "lidar", "event"]
 # ---------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def before(tmp_path_factory: pytest.TempPathFactory):
-    """``memsam_core`` as of commit 7c194f4, importable as ``memsam_core_7c194f4``."""
+    """``memsam_core`` as of commit 4d9c07c, importable as ``memsam_core_4d9c07c``."""
     if shutil.which("git") is None:
-        pytest.skip("git is not installed: cannot load the engine of commit 7c194f4")
+        pytest.skip("git is not installed: cannot load the engine of commit 4d9c07c")
     probe = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{BEFORE}^{{commit}}"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip(f"commit {BEFORE} is not in this checkout's history (shallow clone?): no engine to compare with")
@@ -82,15 +82,25 @@ def _batch(seed: int, frames: int = 4) -> torch.Tensor:
     return torch.randn(1, frames, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.fixture(scope="module")
+def network_size_stream() -> list[dict[str, np.ndarray]]:
+    """The instants at the network's size: the engines compared below then resize nothing (the resize itself was
+    changed since, deliberately: bilinear without antialiasing, as training resizes; memsam_core/modalities.py)."""
+    samples = generate_sequence(5, SceneConfig(height=SIZE, width=SIZE, condition="fog"), length=3)
+    return [dict(s.frames) for s in samples]
+
+
 # ---------------------------------------------------------------------------------------------- K = 0 unchanged
-def test_k0_gives_bit_identical_logits_to_the_engine_before_memory_across_time(before, k0_checkpoint, stream):
+def test_k0_gives_bit_identical_logits_to_the_engine_before_memory_across_time(
+    before, k0_checkpoint, network_size_stream
+):
     old, _ = before.load_segmenter(k0_checkpoint, device="cpu")
     new, effective = load_segmenter(k0_checkpoint, device="cpu")
     assert effective.model.temporal_memory == 0 and new.temporal is None
     for seed, frames in ((0, 4), (1, 2), (2, 1)):  # every modality count takes its own path
         batch = _batch(seed, frames)
         assert torch.equal(old.logits(batch), new.logits(batch)), f"{frames} frames"
-    for frames in stream:  # the node's stream path, set after set: nothing carried over at K = 0
+    for frames in network_size_stream:  # the node's stream path, set after set: nothing carried over at K = 0
         before_labels, before_confidence = old.segment(frames)
         result = new.segment_instant(frames, stamp_s=0.0)
         assert np.array_equal(result.labels, before_labels)
