@@ -34,6 +34,7 @@ from memsam_ros.inputs.converter import (
     TF_STATIC_TOPIC,
     TF_TOPIC,
     InputConverter,
+    conflict_warning,
     message_class,
     resolve_kind,
 )
@@ -93,7 +94,8 @@ class InputPath:
     # ------------------------------------------------------------------ subscriptions
     def subscribe(self) -> None:
         """Subscribe every input whose type is known (raises :class:`StartupError` naming the topic); inputs of type
-        ``auto`` are subscribed once a publisher shows their type (checked every ``GRAPH_POLL_S``)."""
+        ``auto`` are subscribed once a publisher shows their type. The graph is looked at every ``GRAPH_POLL_S``
+        while active, so publishers that appear later are judged too (discovery takes its time)."""
         if self._subscriptions:
             return
         self.sync.clear()
@@ -107,7 +109,7 @@ class InputPath:
             if self.converter.types[m] == AUTO:
                 self._resolve(m)
             else:
-                self._check_configured_type(m)
+                self._check_publishers(m)
             if self.converter.types[m] != AUTO:
                 self._subscribe_modality(m)
             else:  # a bad qos_overrides value for it is a start-up error now, not when its publisher appears
@@ -116,8 +118,7 @@ class InputPath:
         # must not stop the synchroniser's silence decisions or the search for publishers
         poll_period = max(0.005, min(0.02, self.config.sync.max_wait_s / 4))
         self._poll_timer = self.node.create_timer(poll_period, self._on_poll, self._group, clock=STEADY)
-        if self.converter.unresolved:
-            self._graph_timer = self.node.create_timer(GRAPH_POLL_S, self._on_graph_poll, self._group, clock=STEADY)
+        self._graph_timer = self.node.create_timer(GRAPH_POLL_S, self._on_graph_poll, self._group, clock=STEADY)
 
     def _subscribe_modality(self, modality: str) -> None:
         topic = self.topics[modality]
@@ -180,9 +181,10 @@ class InputPath:
     def _resolve(self, modality: str) -> None:
         """An ``auto`` input's type from its topic's publishers; a conflict or a refused type is one warning."""
         topic = self.topics[modality]
-        kind, problem = resolve_kind(modality, topic, self.publisher_types(topic))
+        offered = self.publisher_types(topic)
+        kind, problem = resolve_kind(modality, topic, offered)
         if problem is not None:
-            self.faults.once(("type", modality, problem), problem)
+            self.faults.once(("type", modality, kind is not None, frozenset(offered)), problem)
         if kind is None:
             self.faults.once(
                 ("type-wait", modality, topic),
@@ -193,32 +195,34 @@ class InputPath:
         self.converter.set_type(modality, kind)
         self.node.get_logger().info(f"{topic} [{modality}]: {MESSAGE_TYPES[kind]} (from its publishers)")
 
-    def type_mismatch(self, modality: str) -> str | None:
-        """Why an input of an explicit type receives nothing: its publishers send another type (None if not)."""
+    def _check_publishers(self, modality: str) -> None:
+        """A subscribed input's publishers, seen again: for a type taken from the graph, publishers of another type
+        beside it; for an explicit type, publishers that all send another (it would receive nothing). One warning
+        each."""
         topic, kind = self.topics[modality], self.converter.types[modality]
-        offered = sorted(set(self.publisher_types(topic)))
-        if kind == AUTO or not offered or MESSAGE_TYPES[kind] in offered:
-            return None
-        return (
-            f"{topic} [{modality}] is published as {', '.join(offered)} but ros.{modality}_type is {kind!r} "
-            f"({MESSAGE_TYPES[kind]}): nothing will be received; set ros.{modality}_type: auto"
-        )
-
-    def _check_configured_type(self, modality: str) -> None:
-        if (problem := self.type_mismatch(modality)) is not None:
-            self.faults.once(("type-mismatch", modality, problem), problem)
+        offered = self.publisher_types(topic)
+        if modality in self._auto:
+            if (problem := conflict_warning(modality, topic, offered, kind)) is not None:
+                self.faults.once(("type", modality, True, frozenset(offered)), problem)
+        elif offered and MESSAGE_TYPES[kind] not in offered:
+            names = ", ".join(sorted(set(offered)))
+            self.faults.once(
+                ("type-mismatch", modality, kind, frozenset(offered)),
+                f"{topic} [{modality}] is published as {names} but ros.{modality}_type is {kind!r} "
+                f"({MESSAGE_TYPES[kind]}): nothing will be received; set ros.{modality}_type: auto",
+            )
 
     def _on_graph_poll(self) -> None:
-        for modality in self.converter.unresolved:
+        for modality in self.topics:
+            if self.converter.types[modality] != AUTO:
+                self._check_publishers(modality)
+                continue
             self._resolve(modality)
             if self.converter.types[modality] != AUTO:
                 try:
                     self._subscribe_modality(modality)
                 except StartupError as err:
                     self.faults.warn(modality, "subscribe", str(err))
-        if not self.converter.unresolved and self._graph_timer is not None:
-            self.node.destroy_timer(self._graph_timer)
-            self._graph_timer = None
 
     def unsubscribe(self) -> None:
         self._event_inputs.clear()

@@ -378,8 +378,6 @@ class SegmentNode(LifecycleNode):
                     self.get_logger().info(f"{self.topics[m]} [{m}]: receiving again")
                 continue
             self.health.mark_silent(m, True)
-            if self.segmenting and (problem := self.input_path.type_mismatch(m)) is not None:
-                self.faults.once(("type-mismatch", m, problem), problem)  # a publisher that appeared later
             if not all_silent:
                 effect = "nothing to segment" if m == self.reference else f"sets are published without {m}"
                 if m in self.inputs.unresolved:

@@ -8,6 +8,8 @@ shortcut), so these tests exercise the same path as separate processes would.
 from __future__ import annotations
 
 import array
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -199,6 +201,18 @@ class OutputCollector(Node):
                     if status.name.endswith(name_suffix):
                         return status
         return None
+
+
+def interrupt(process: subprocess.Popen, timeout: float = 30.0) -> int | None:
+    """Ctrl-C a node process still running and wait for it (killed if it does not stop); its exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:

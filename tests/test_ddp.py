@@ -43,10 +43,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_gloo_ranks_stay_in_sync(tmp_path: Path) -> None:
+def run_two_ranks(tmp_path: Path, sets: list[str]) -> tuple[dict, dict]:
+    """Train with ``sets`` on two gloo ranks under ``torch.distributed.run``; each rank's saved state."""
     script = tmp_path / "rank_main.py"
     script.write_text(_RANK_SCRIPT)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1",
+        "--nproc_per_node=2",
+        "--rdzv_backend=c10d",
+        f"--rdzv_endpoint=127.0.0.1:{_free_port()}",
+        str(script),
+        str(tmp_path),
+        *sets,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return tuple(torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_stay_in_sync(tmp_path: Path) -> None:
     sets = [
         "model.image_size=128",
         "model.modalities=[rgb,depth]",
@@ -62,22 +82,7 @@ def test_two_gloo_ranks_stay_in_sync(tmp_path: Path) -> None:
         "inference.device=cpu",
         f"train.output_dir={tmp_path / 'run'}",
     ]
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes=1",
-        "--nproc_per_node=2",
-        "--rdzv_backend=c10d",
-        f"--rdzv_endpoint=127.0.0.1:{_free_port()}",
-        str(script),
-        str(tmp_path),
-        *sets,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    r0, r1 = run_two_ranks(tmp_path, sets)
     assert r0["world"] == r1["world"] == 2
     # Each rank trained on its own shard ...
     assert r0["batches"] and not {i for b in r0["batches"] for i in b} & {i for b in r1["batches"] for i in b}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from domains import next_domain_id
 from evt3_reference import SequentialEvt3
-from ros_helpers import image_msg, scene_frames, wait_until
+from ros_helpers import image_msg, interrupt, scene_frames, wait_until
 
 from memsam_core.events import EventBatch, accumulate, frame_to_events
 from memsam_ros.info import info_dict
@@ -505,12 +504,7 @@ def node_and_drivers(tmp_path_factory: pytest.TempPathFactory):
         assert wait_until(drivers.ready, 120.0), log_path.read_text()
         yield process, drivers, log_path
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        interrupt(process)
         executor.shutdown()
         drivers.node.destroy_node()
         context.try_shutdown()

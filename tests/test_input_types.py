@@ -175,7 +175,9 @@ def test_publishers_of_different_types_are_one_warning(checkpoint, ros, tmp_path
     node = NodeProcess(tmp_path / "node.log", checkpoint, domain=domain)
     try:
         node.wait_active()
-        _spin_until(executor, lambda: False, 1.5)  # a few graph polls: still one warning
+        # discovery may show the publishers one at a time: the conflict is seen when the second type shows up
+        assert _spin_until(executor, lambda: "publishers of different types" in node.text(), 20), node.text()[-2000:]
+        _spin_until(executor, lambda: False, 1.5)  # more graph polls: still one warning
     finally:
         assert node.stop() == 0
     text = node.text()
@@ -205,6 +207,7 @@ def test_an_explicit_type_the_publisher_does_not_send_receives_nothing_and_says_
             rgb.publish(_compressed_rgb(frames["rgb"], 100.0 + i * 0.1))
             _spin_until(executor, lambda: False, 0.1)
         assert rgb.get_subscription_count() == 0 and depth.get_subscription_count() == 0 and infos == []
+        assert _spin_until(executor, lambda: node.text().count("nothing will be received") >= 2, 20), node.text()
     finally:
         assert node.stop() == 0
     text = node.text()

@@ -29,7 +29,7 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from ros_helpers import MODALITY_ENCODINGS, image_msg, scene_frames, to_time, wait_until
+from ros_helpers import MODALITY_ENCODINGS, image_msg, interrupt, scene_frames, to_time, wait_until
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool
@@ -142,12 +142,7 @@ def node_process(tmp_path_factory: pytest.TempPathFactory):
     try:
         yield process, rig, log_path
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        interrupt(process)
         executor.shutdown()
         rig.destroy_node()
         context.try_shutdown()

@@ -181,35 +181,14 @@ def test_a_clip_training_step(tmp_path):
 def test_two_gloo_ranks_train_on_clips_in_sync(tmp_path: Path) -> None:
     """DDP as today, on clips with memory across time: one reduction per step (the clip is one forward), the ranks
     end with the same weights, and the sharded clip evaluation (mVC8 included) is merged across them."""
-    import os
-    import subprocess
-    import sys
+    from test_ddp import run_two_ranks
 
-    from test_ddp import _RANK_SCRIPT, ROOT, _free_port
-
-    script = tmp_path / "rank_main.py"
-    script.write_text(_RANK_SCRIPT)
     sets = ["model.image_size=128", "model.modalities=[rgb,depth]", "model.temporal_memory=1", "data.clip_length=2",
             "data.synthetic_height=64", "data.synthetic_width=64", "data.synthetic_train_size=4",
             "data.synthetic_val_size=2", "train.crop_size=64", "train.batch_size=1", "train.epochs=1",
             "train.threads=1", "train.modality_dropout=0.5", "inference.device=cpu",
             f"train.output_dir={tmp_path / 'run'}"]  # fmt: skip
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes=1",
-        "--nproc_per_node=2",
-        "--rdzv_backend=c10d",
-        f"--rdzv_endpoint=127.0.0.1:{_free_port()}",
-        str(script),
-        str(tmp_path),
-        *sets,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    r0, r1 = run_two_ranks(tmp_path, sets)
     changed = 0
     for name, value in r0["params"].items():
         assert torch.equal(value, r1["params"][name]), name

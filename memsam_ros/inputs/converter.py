@@ -72,7 +72,7 @@ def resolve_kind(modality: str, topic: str, publisher_types: Sequence[str]) -> t
     """``(kind, warning)`` for an ``auto`` input from the types of the publishers on ``topic`` (one entry per
     publisher), as ``ros2 topic echo`` finds a topic's type. No publisher yet: ``(None, None)``; types the modality
     does not accept: ``(None, why)``; publishers of different types: the type most of them publish (ties: the order
-    of :data:`ACCEPTED`), with a warning naming them all."""
+    of :data:`ACCEPTED`), with :func:`conflict_warning`."""
     accepted = kinds_of(publisher_types, modality)
     if not accepted:
         if not publisher_types:
@@ -82,13 +82,18 @@ def resolve_kind(modality: str, topic: str, publisher_types: Sequence[str]) -> t
         return None, f"{topic} [{modality}] is published as {offered}, which {modality} does not accept ({allowed})"
     counts = {kind: sum(MESSAGE_TYPES[kind] == name for name in publisher_types) for kind in accepted}
     chosen = max(accepted, key=lambda kind: counts[kind])  # max keeps the first of equal counts
-    if len(set(publisher_types)) > 1:
-        offered = ", ".join(f"{name} ({publisher_types.count(name)})" for name in sorted(set(publisher_types)))
-        return chosen, (
-            f"{topic} [{modality}] has publishers of different types: {offered}; subscribing "
-            f"{MESSAGE_TYPES[chosen]} (set ros.{modality}_type to choose)"
-        )
-    return chosen, None
+    return chosen, conflict_warning(modality, topic, publisher_types, chosen)
+
+
+def conflict_warning(modality: str, topic: str, publisher_types: Sequence[str], subscribed: str) -> str | None:
+    """The warning for publishers of different types on one input topic (None when they agree)."""
+    if len(set(publisher_types)) < 2:
+        return None
+    offered = ", ".join(f"{name} ({publisher_types.count(name)})" for name in sorted(set(publisher_types)))
+    return (
+        f"{topic} [{modality}] has publishers of different types: {offered}; subscribing {MESSAGE_TYPES[subscribed]} "
+        f"(set ros.{modality}_type to choose)"
+    )
 
 
 def message_class(type_name: str) -> type:
