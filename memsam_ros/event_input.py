@@ -95,9 +95,7 @@ class EventInputs:
 
     def _drain(self, modality: str, subscription: Any) -> None:
         started, now = time.perf_counter(), time.monotonic()
-        raws: list[bytes] = []
-        while len(raws) < MAX_PER_DRAIN and (raw := _take(subscription)) is not None:
-            raws.append(raw)
+        raws = _take_waiting(subscription, MAX_PER_DRAIN)
         if not raws:
             return
         packets = []
@@ -141,11 +139,15 @@ class EventInputs:
             self._unknown_words[modality] = seen
 
 
-def _take(subscription: Any) -> bytes | None:
-    """The next serialized message waiting in ``subscription``'s history (what rclpy's executor does)."""
+def _take_waiting(subscription: Any, limit: int) -> list[bytes]:
+    """The serialized messages waiting in ``subscription``'s history, oldest first, at most ``limit`` (what rclpy's
+    executor takes one per callback; the handle is held once for all of them)."""
+    raws: list[bytes] = []
     try:
         with subscription.handle:
-            taken = subscription.handle.take_message(subscription.msg_type, True)
+            take, msg_type = subscription.handle.take_message, subscription.msg_type
+            while len(raws) < limit and (taken := take(msg_type, True)) is not None:
+                raws.append(taken[0])
     except InvalidHandle:  # destroyed meanwhile (deactivated)
-        return None
-    return None if taken is None else taken[0]
+        pass
+    return raws

@@ -146,7 +146,7 @@ def _time_pass(code: np.ndarray, payload: np.ndarray, time: Evt3Time) -> _TimePa
     return _TimePass(start, first_us, high_at, high_values, low_at)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PacketTimes:
     """What an EVT3 packet says about time without decoding its events: the time at its start (upstream's
     ``findFirstSensorTime``) and at its end, in µs (None before the first valid time)."""

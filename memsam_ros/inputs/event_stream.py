@@ -128,7 +128,7 @@ def _before(packet: _Packet, stamp_ns: int) -> bool:
     return packet.covered_ns is not None and packet.covered_ns < stamp_ns
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Arrival:
     """What one packet told the stream: how far the stream is complete (ROS ns; None before the first sensor
     time or for a refused packet), why the stream was reset at it, why it was refused (None if it was not)."""
@@ -156,6 +156,7 @@ class EventStream:
         self._arrivals = 0
         self._decoded = -1  # arrival index of the last packet decoded
         self._pending: deque[_Packet] = deque()
+        self._arriving: list[_Packet] = []  # read by the current add_packets, not yet kept
         self._generation = 0  # bumped by every reset: a decoding pass begun before it is thrown away
         self._lock = threading.Lock()  # pending packets, window, generation
         self._render_lock = threading.Lock()  # one decoding pass at a time
@@ -190,6 +191,7 @@ class EventStream:
             else:
                 arrivals[index] = self._arrive(packet, self._follow_words(packet), None, None, reason)
         self._follow_evt3([packets[i] for i in run], run, arrivals)
+        self._keep_arrived()
         return [a if a is not None else Arrival(None) for a in arrivals]
 
     def add_batch(self, batch: EventBatch) -> None:
@@ -246,7 +248,7 @@ class EventStream:
         if covered is not None:
             covered = covered if self._covered is None else max(covered, self._covered)
             self._covered = covered
-        self._keep(_Packet(self._arrivals, packet, covered, sensor_last, before, self._fresh))
+        self._arriving.append(_Packet(self._arrivals, packet, covered, sensor_last, before, self._fresh))
         self._arrivals += 1
         self._fresh = False
         return Arrival(covered, reason)
@@ -259,13 +261,17 @@ class EventStream:
         words = np.frombuffer(packet.events, ">u8" if packet.is_bigendian else "<u8")
         return packet.stamp_ns + int((words & np.uint64(0xFFFFFFFF)).max())
 
-    def _keep(self, packet: _Packet) -> None:
+    def _keep_arrived(self) -> None:
+        """Hand the packets read by one :meth:`add_packets` to the decoding side (one lock for the batch)."""
+        if not self._arriving:
+            return
         with self._lock:
             pending = self._pending
-            pending.append(packet)
+            pending.extend(self._arriving)
             oldest = None if self._covered is None else self._covered - self.keep_ns
             while len(pending) > MAX_PENDING or (oldest is not None and _before(pending[0], oldest)):
                 pending.popleft()
+        self._arriving = []
 
     def reset(self) -> None:
         """Start afresh: a new subscription (the packets in between were not seen)."""
@@ -273,6 +279,7 @@ class EventStream:
         self._reset()
 
     def _reset(self) -> None:
+        self._arriving = []  # read before the reset: gone with the packets kept before it
         self._tracker.reset()
         self.clock.reset()
         self._covered = None
