@@ -54,16 +54,9 @@ fingerprint() {
   } | sha256sum | cut -d' ' -f1
 }
 
-if [ "${1:-}" != "--force" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(fingerprint)" ] && all_built; then
-  hook_into_venv
-  echo "[build_msgs] ${PACKAGES[*]} are up to date ($ROOT/install)"
-  exit 0
-fi
-
-echo "[build_msgs] installing the colcon / ament_cmake / rosidl wheels"
-vpy -m pip install --disable-pip-version-check -q "${BUILD_PKGS[@]}"
-
-# The wheels' exported CMake targets hard-code the include dirs of the manylinux build image.
+# The wheels' exported CMake targets hard-code the include dirs of the manylinux build image: point those paths at
+# this venv's. Done on every run, also when nothing is to be built: another venv (a second clone, a removed one)
+# may have pointed them elsewhere since, and any colcon build against these wheels needs them.
 link_baked_path() {  # link_baked_path BAKED_PATH REAL_DIR
   if [ -e "$1" ] && [ ! -L "$1" ]; then return; fi  # a real dir (e.g. on a manylinux image): keep it
   mkdir -p "$(dirname "$1")"
@@ -81,6 +74,15 @@ fi
 NUMPY_INC=$(vpy -c "import numpy; print(numpy.get_include())")
 link_baked_path "/opt/python/cp${PYVER/./}-cp${PYVER/./}/include/python$PYVER" "$PYINC"
 link_baked_path "/opt/python/cp${PYVER/./}-cp${PYVER/./}/lib/python$PYVER/site-packages/numpy/_core/include" "$NUMPY_INC"
+
+if [ "${1:-}" != "--force" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(fingerprint)" ] && all_built; then
+  hook_into_venv
+  echo "[build_msgs] ${PACKAGES[*]} are up to date ($ROOT/install)"
+  exit 0
+fi
+
+echo "[build_msgs] installing the colcon / ament_cmake / rosidl wheels"
+vpy -m pip install --disable-pip-version-check -q "${BUILD_PKGS[@]}"
 
 echo "[build_msgs] colcon build (interfaces only) -> $PREFIX"
 export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV" PATH="$VENV/bin:$PATH"

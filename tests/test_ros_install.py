@@ -78,6 +78,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         ROS_DOMAIN_ID=str(next_domain_id()),
         PYTHONUNBUFFERED="1",
     )
+    # The wheels' CMake targets name include dirs of their build image; build_msgs.sh points them at this venv's
+    # (another venv may have taken them since setup ran) and is quick when the messages are up to date.
+    links = subprocess.run(["bash", "scripts/build_msgs.sh"], cwd=ROOT, capture_output=True, text=True)
+    assert links.returncode == 0, links.stdout[-2000:] + links.stderr[-2000:]
     listing = _run(["colcon", "list", "--base-paths", "src"], env, cwd=ws)
     assert listing.returncode == 0 and listing.stdout.split()[:3] == ["memsam_ros", "src/memsam", "(ros.ament_cmake)"]
     build = _run(

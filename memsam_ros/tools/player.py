@@ -14,8 +14,9 @@ the newest. The pacing clock is shifted by the time spent waiting, like a pause.
 messages logged up to S seconds after it, so a set's depth/LiDAR/event frames are already queued at
 the node when its RGB frame arrives. Lock-step pauses every stream while the node works, and messages
 on different topics may arrive in any order; holding the reference back keeps a set from going out
-before its frames on a CPU too starved to receive them within ``sync.max_wait_s``. Evaluation uses the
-synchroniser's ``slop_s`` (no message further from the reference can join its set anyway).
+before its frames on a CPU too starved to receive them within ``sync.max_wait_s``. Evaluation holds it
+by ``sync.max_wait_s``: everything the synchroniser may wait for (the frames within ``slop_s`` and, under
+``nearest``, the first message after the reference's stamp on each topic) is then sent first.
 
 On a ROS install the equivalent is ``ros2 bag play BAG --rate R [--clock]`` (no lock-step).
 """

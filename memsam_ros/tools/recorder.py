@@ -8,10 +8,12 @@ as offline evaluation.
 :func:`evaluate_bag_live` starts the node as its own process (``python -m memsam_ros.node``), plays
 the bag with :class:`~memsam_ros.tools.player.BagPlayer` in lock-step with the node's output and RELIABLE
 QoS, so the node's keep-newest worker never drops a set and every set the synchroniser forms is
-segmented, exactly as offline; each RGB message is held back by ``sync.slop_s`` of bag time so its
-set's other frames are queued first (messages on different topics may arrive in any order, and a CPU
-starved by inference may not take them within ``max_wait_s``). Offline and live are then compared on
-the stamps scored by both.
+segmented, exactly as offline; each RGB message is held back by ``sync.max_wait_s`` of bag time (at least
+``slop_s``), so everything its set may wait for is queued first: its frames, and under ``nearest`` the
+first message of each other sensor at or after its stamp, which proves no nearer one is coming (a 10 Hz
+LiDAR's can be 100 ms away). Otherwise the node would wait for the player's real-time pacing, and a CPU
+starved by inference may not deliver within ``max_wait_s``. Offline and live are then compared on the
+stamps scored by both.
 """
 
 from __future__ import annotations
@@ -302,7 +304,7 @@ def evaluate_bag_live(
             gate_topic=recorder.labels_topic,
             reference_topic=reference_topic,
             gate_timeout_s=gate_timeout_s,
-            hold_reference_s=config.sync.slop_s,
+            hold_reference_s=max(config.sync.slop_s, config.sync.max_wait_s),
         )
         # every subscriber matched before the first message: the node on its sensor topics, the recorder
         # on RGB + ground truth (DDS discovery is asynchronous and late joiners miss RELIABLE messages too)
