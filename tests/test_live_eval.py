@@ -64,6 +64,7 @@ def test_live_and_offline_agree(ros_context, checkpoint: Path, tmp_path: Path) -
     assert comparison["frames_offline"] == comparison["frames_live"] == comparison["frames_common"] == SPEC.frames
     assert comparison["missing_case_agreement"] == SPEC.frames, "same synchronised sets live and offline"
     assert _outside_live_tolerance(comparison) == {}, comparison
+    assert comparison["frames_differing"] == [], comparison
 
     # The fault rule. Offline = live holds by construction (the same converter, synchroniser and Segmenter on the
     # same bag and checkpoint): it checks the plumbing (player, DDS, node), not accuracy. Its broken counterpart,
@@ -79,6 +80,8 @@ def test_live_and_offline_agree(ros_context, checkpoint: Path, tmp_path: Path) -
         scaled = evaluate_bag_offline(bag, config, progress=False)
     broken = compare_runs(scaled, live)
     assert broken["frames_common"] == SPEC.frames and _outside_live_tolerance(broken), broken
+    differing = broken["frames_differing"]  # names the frames to look at: here the depth changed, the sets did not
+    assert differing and all(f["missing_live"] == f["missing_offline"] and not f["same_confusion"] for f in differing)
 
     summary = write_report(tmp_path / "report", live)
     assert summary["mode"] == "live" and summary["frames"]["evaluated"] == SPEC.frames

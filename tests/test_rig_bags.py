@@ -255,5 +255,6 @@ def test_rig_bag_live_equals_offline_and_a_broken_offline_run_does_not(
     )
     node_log = (tmp_path / "live" / "node.log").read_text()
     assert live.details["node_exit_code"] == 0 and live.details["gate_timeouts"] == 0, node_log
-    assert live_violations(replays["rig"].run, live) == {}, compare_runs(replays["rig"].run, live)
+    comparison = compare_runs(replays["rig"].run, live)
+    assert live_violations(replays["rig"].run, live) == {}, (comparison["frames_differing"], live.details, node_log)
     assert "frames_identical_confusion" in live_violations(broken["lidar mirrored"].run, live)

@@ -260,9 +260,15 @@ def compare_runs(offline: EvaluationRun, live: EvaluationRun) -> dict[str, Any]:
     on_frames = [on[s] for s in sorted(common)]
     miou_off = float(offline.scoreboard.confusion(off_frames).miou()) if common else None
     miou_on = float(live.scoreboard.confusion(on_frames).miou()) if common else None
-    identical = sum(
+    same = [
         np.array_equal(confusion_counts(a.matrix), confusion_counts(b.matrix)) for a, b in zip(off_frames, on_frames)
-    )
+    ]
+    identical = sum(same)
+    differing = [  # where to look when they disagree
+        {"stamp_ns": a.stamp_ns, "missing_offline": a.missing, "missing_live": b.missing, "same_confusion": equal}
+        for a, b, equal in zip(off_frames, on_frames, same, strict=True)
+        if not equal or a.missing != b.missing
+    ]
     return {
         "frames_offline": len(off),
         "frames_live": len(on),
@@ -272,6 +278,7 @@ def compare_runs(offline: EvaluationRun, live: EvaluationRun) -> dict[str, Any]:
         "miou_abs_diff": abs(miou_off - miou_on) if common else None,
         "frames_identical_confusion": int(identical),
         "missing_case_agreement": int(sum(a.missing == b.missing for a, b in zip(off_frames, on_frames))),
+        "frames_differing": differing,
     }
 
 
