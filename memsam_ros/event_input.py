@@ -8,7 +8,9 @@ in its wait set, a packet wakes nothing), and :meth:`EventInputs.drain` takes ev
 history in one go (≈10 µs each): from the input path's poll timer, and before an RGB frame goes to the
 synchroniser, whose set may need the events that came with it. Each packet is only read
 (:meth:`~memsam_ros.inputs.converter.InputConverter.add_packet`: its fields and time words); the synchroniser hears
-once per batch, at the newest stamp the stream is complete up to. The subscription's history must hold the packets
+a few of the stamps the stream is complete up to per batch (:class:`~memsam_ros.inputs.event_stream.CoverageSampler`:
+the newest, and enough others that a set has the stream exactly when offline evaluation, which hears every packet,
+has it). The subscription's history must hold the packets
 of one poll period and a late poll: :func:`stream_qos` keeps :data:`STREAM_HISTORY`.
 """
 
@@ -26,7 +28,9 @@ from memsam_ros.diagnostics import PipelineHealth
 from memsam_ros.faults import FaultReporter
 from memsam_ros.inputs.cdr import CdrError, read_event_packet
 from memsam_ros.inputs.converter import InputConverter
+from memsam_ros.inputs.event_stream import CoverageSampler
 from memsam_ros.inputs.received import Received
+from memsam_ros.inputs.stamps import NS_PER_S
 from memsam_ros.qos import input_qos
 
 STREAM_HISTORY = 200  # packets a subscription keeps between two drains: 0.2 s at 1 kHz (the poll period is ≤ 20 ms)
@@ -63,11 +67,14 @@ class EventInputs:
         health: PipelineHealth,
         faults: FaultReporter,
         accept: Callable[[str, Received, float], None],
+        slop_s: Callable[[], float],
     ) -> None:
         self.converter, self.health, self.faults = converter, health, faults
+        self._slop_s = slop_s  # the synchroniser's (a runtime parameter)
         self.group = PolledCallbackGroup()
         self._accept = accept
         self._subscriptions: dict[str, Any] = {}
+        self._samplers: dict[str, CoverageSampler] = {}
         self._unknown_words: dict[str, int] = {}
         self._draining = False  # accept() drains before a reference message: not again from inside a drain
         self.drain_s = 0.0  # executor time spent draining so far (the RGB callback's timing leaves it out)
@@ -77,6 +84,7 @@ class EventInputs:
         packets sent while the node was not subscribed are not seen, so the decoder starts afresh)."""
         self.converter.events[modality].reset()
         self._subscriptions[modality] = subscription
+        self._samplers[modality] = CoverageSampler()
         self._unknown_words[modality] = self.converter.events[modality].unknown_words
 
     def clear(self) -> None:
@@ -104,22 +112,24 @@ class EventInputs:
                 packets.append(read_event_packet(raw))
             except CdrError as err:  # a malformed packet is a warning, never a crash
                 self._refused(modality, now, f"cannot read the event packet: {err}")
-        newest: tuple[int, str] | None = None  # (covered stamp, frame_id) of the newest readable packet
-        counted = 0  # packets counted in health here; the newest is counted by accept
+        covered: list[int] = []  # covered stamp and frame_id of each readable packet that has a sensor time
+        frame_ids: list[str] = []
+        readable = 0
         for packet, arrival in zip(packets, self.converter.add_packets(modality, packets), strict=True):
             if arrival.reset is not None:
                 self.faults.warn(modality, "stream", f"event stream reset: {arrival.reset}")
             if arrival.error is not None:
                 self._refused(modality, now, f"cannot decode the event packet: {arrival.error}")
-            elif arrival.covered_ns is None:  # before the stream's first sensor time
-                counted += 1
-            else:
-                counted += newest is not None
-                newest = (arrival.covered_ns, packet.frame_id)
-        if counted:
-            self.health.message(modality, now, packets[-1].frame_id, count=counted)
-        if newest is not None:
-            self._accept(modality, self.converter.stream_received(modality, newest[0], newest[1], now), now)
+                continue
+            readable += 1
+            if arrival.covered_ns is not None:  # else: before the stream's first sensor time
+                covered.append(arrival.covered_ns)
+                frame_ids.append(packet.frame_id)
+        heard = self._samplers[modality].heard(covered, round(self._slop_s() * NS_PER_S))
+        if readable > len(heard):  # the packets the synchroniser hears are counted by accept
+            self.health.message(modality, now, packets[-1].frame_id, count=readable - len(heard))
+        for index in heard:
+            self._accept(modality, self.converter.stream_received(modality, covered[index], frame_ids[index], now), now)
         spent = time.perf_counter() - started
         self.drain_s += spent
         self.health.executor_time(modality, spent / len(raws), len(raws))

@@ -79,7 +79,9 @@ class InputPath:
         self._last_stamp: dict[str, tuple[float, float]] = {}  # modality -> (stamp, arrival)
         self._camera_info: CameraInfo | None = None
         self._camera_info_lock = threading.Lock()
-        self._event_inputs = EventInputs(converter, health, faults, self._accept)  # packet streams, drained
+        self._event_inputs = EventInputs(  # packet streams, drained
+            converter, health, faults, self._accept, lambda: self.sync.slop_s
+        )
 
     @property
     def camera_info(self) -> CameraInfo | None:

@@ -36,7 +36,7 @@ from memsam_ros.inputs.event_codecs import (
     decode_mono,
     encode_mono,
 )
-from memsam_ros.inputs.event_stream import EventStream, SensorClock
+from memsam_ros.inputs.event_stream import CoverageSampler, EventStream, SensorClock
 
 WIDTH, HEIGHT = 320, 240
 
@@ -301,6 +301,51 @@ def test_covered_stamps_are_sound_for_the_synchroniser() -> None:
     assert np.all(np.diff(covered) >= 0)
 
 
+def _near(stamps: list[int], reference: int, slop: int) -> bool:
+    return any(abs(stamp - reference) <= slop for stamp in stamps)
+
+
+def _windows_before(references: list[int], window: int, period: int) -> list[int]:
+    """Covered stamps of a stream like a rig recording's: packets every ``period`` over the ``window`` before each
+    reference, nothing in between."""
+    return [t for r in references for t in range(r - window + period, r + 1, period)]
+
+
+def _drains(stamps: list[int], rng: np.random.Generator) -> list[list[int]]:
+    """``stamps`` cut into drains at random points (one drain may span several sets, as after a late poll)."""
+    cuts = sorted(rng.choice(np.arange(1, len(stamps)), size=rng.integers(0, 8), replace=False).tolist())
+    return [stamps[a:b] for a, b in itertools.pairwise([0, *cuts, len(stamps)])]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_set_hears_the_stream_whatever_the_drains_as_offline_does(seed: int) -> None:
+    """Hearing the sampled stamps of each drain, a reference stamp has a stamp within slop exactly when it has one
+    among all packets' (what offline evaluation hears): references on a 1 ms grid, drains cut anywhere, streams
+    with gaps longer than the slop."""
+    rng = np.random.default_rng(seed)
+    slop, period = int(rng.choice([10, 25, 50])) * 1_000_000, int(rng.choice([1, 4, 10])) * 1_000_000
+    references = sorted({int(r) for r in rng.integers(0, 2_000, size=8) * 1_000_000 + 10**12})
+    stamps = _windows_before(references, 50_000_000, period)
+    sampler, heard = CoverageSampler(), []
+    for drain in _drains(stamps, rng):
+        chosen = sampler.heard(drain, slop)
+        assert chosen == sorted(set(chosen)) and chosen[-1] == len(drain) - 1  # in order, the newest always
+        heard += [drain[i] for i in chosen]
+    assert len(heard) <= 2 * (len(references) + 8) * (1 + 50_000_000 // (2 * slop)) + 8  # a few per window
+    for reference in range(min(stamps) - 2 * slop, max(stamps) + 2 * slop, 1_000_000):
+        assert _near(heard, reference, slop) == _near(stamps, reference, slop), reference
+
+
+def test_hearing_only_each_drains_newest_loses_a_set_the_stream_covered() -> None:
+    """The broken counterpart (the node's rule before): a first drain that takes two sets' windows at once is heard
+    at its newest stamp, 100 ms after the first set, which then goes out without events. The sampler keeps it."""
+    references, slop = [10**12, 10**12 + 100_000_000], 50_000_000
+    stamps = _windows_before(references, 50_000_000, 10_000_000)
+    assert not _near([stamps[-1]], references[0], slop) and _near(stamps, references[0], slop)
+    heard = [stamps[i] for i in CoverageSampler().heard(stamps, slop)]
+    assert _near(heard, references[0], slop)
+
+
 def _loop_packets() -> list[EventPacketView]:
     """Two plays of a recording (1.2 s: the loop jumps back that far) whose first packet starts with events before
     its first time words."""
@@ -442,18 +487,27 @@ class DriverRig:
         """100 ms of 1 kHz packets up to 5 ms after ``stamp_ns`` (its window's events in the last 50 ms, so half of
         them carry time words only; every ``equal_stamps_every``-th packet repeats the previous stamp), paced at
         real rate; then depth and RGB at ``stamp_ns``."""
+        self.publish_packets(stamp_ns, self.written_ns, stamp_ns + 5_000_000, equal_stamps_every, paced=True)
+        self.publish_images(stamp_ns)
+
+    def publish_packets(
+        self, stamp_ns: int, start_ns: int, end_ns: int, equal_stamps_every: int = 0, paced: bool = True
+    ) -> None:
+        """1 kHz packets over ``(start_ns, end_ns]`` with the events of the 50 ms before ``stamp_ns`` among them;
+        paced at real rate, or at once."""
         from memsam_ros.tools import rig
 
         batch = frame_to_events(self.frames["event"], stamp_ns - 50_000_000, stamp_ns, seed=stamp_ns % 1000)
-        packets = rig.evt3_packets(self.make, self.encoder, batch, self.written_ns, stamp_ns + 5_000_000,
-                                   origin_ns=self.origin_ns)  # fmt: skip
-        self.written_ns = stamp_ns + 5_000_000
+        packets = rig.evt3_packets(self.make, self.encoder, batch, start_ns, end_ns, origin_ns=self.origin_ns)
+        self.written_ns = end_ns
         for index, (_, packet) in enumerate(packets):
-            if index % equal_stamps_every == equal_stamps_every - 1:
+            if equal_stamps_every and index % equal_stamps_every == equal_stamps_every - 1:
                 packet.header.stamp = packets[index - 1][1].header.stamp  # two packets, one header stamp
             self.events.publish(packet)
-            if index % 10 == 9:
+            if paced and index % 10 == 9:
                 time.sleep(0.01)
+
+    def publish_images(self, stamp_ns: int) -> None:
         for topic, modality, encoding in ((DEPTH_TOPIC, "depth", "32FC1"), (RGB_TOPIC, "rgb", "rgb8")):
             self.images[topic].publish(image_msg(self.frames[modality], encoding, stamp_ns / 1e9, frame_id="cam"))
 
@@ -546,3 +600,22 @@ def test_equal_stamps_pass_and_an_earlier_one_is_out_of_order(node_and_drivers) 
         log_path.read_text()
     )
     assert log_path.read_text().count("out of order") == 1
+
+
+@pytest.mark.ros
+def test_a_drain_spanning_two_sets_still_gives_the_first_its_events(node_and_drivers) -> None:
+    """Packets of a set's window and of 60-160 ms after it sent at once, then its RGB frame: one drain (the poll's or
+    the RGB frame's) takes them all, and the set still has its events, as offline evaluation gives it. Before, the
+    synchroniser heard only the drain's newest stamp, 160 ms after the set, and the set went out without events
+    (seen in the first set of a rig bag's live evaluation)."""
+    _, drivers, log_path = node_and_drivers
+    stamp = 2_020_000_000_000
+    drivers.publish_packets(stamp, stamp - 50_000_000, stamp, paced=False)
+    drivers.publish_packets(stamp + 160_000_000, stamp + 60_000_000, stamp + 160_000_000, paced=False)
+    drivers.publish_images(stamp)
+
+    def info() -> dict[str, Any] | None:
+        return next((i for i in map(info_dict, list(drivers.infos)) if i["stamp_ns"] == stamp), None)
+
+    assert wait_until(lambda: info() is not None, 60.0), log_path.read_text()
+    assert "event" in info()["modalities_used"], (info(), log_path.read_text())

@@ -138,6 +138,44 @@ class Arrival:
     error: str | None = None
 
 
+class CoverageSampler:
+    """Which covered stamps of a drained stream the synchroniser hears, so how packets were batched never changes a set.
+
+    A set at RGB stamp ``R`` has the stream when some stamp the synchroniser heard lies within ``slop`` of ``R``
+    (the frame itself is rendered for ``R``). Offline evaluation hears every packet; a node that hears only each
+    drain's newest stamp misses the stamps near ``R`` when one drain spans more than ``slop`` (a late first poll,
+    a stalled executor), and the set goes out without events the stream had. Heard instead: the first and the last
+    stamp of each bucket of ``2 × slop`` (stamps never decrease) and each drain's newest. If a packet's stamp ``c``
+    is within ``slop`` of ``R``, so is one heard: the first ``f`` and last ``l`` of ``c``'s bucket have
+    ``f ≤ c ≤ l`` and ``l − f < 2 slop``, so ``f ≥ R − slop`` or ``l < R + slop``. A few stamps per 100 ms, not
+    1,000 a second.
+    """
+
+    def __init__(self) -> None:
+        self._bucket: int | None = None  # bucket of the newest stamp seen
+
+    def reset(self) -> None:
+        self._bucket = None
+
+    def heard(self, stamps: list[int], slop_ns: int) -> list[int]:
+        """Indices into one drain's covered ``stamps`` (in arrival order) that the synchroniser is to hear."""
+        width = max(2 * slop_ns, 1)
+        chosen: list[int] = []
+        bucket = self._bucket
+        for index, stamp in enumerate(stamps):
+            this = stamp // width
+            if this != bucket:
+                if index and (not chosen or chosen[-1] != index - 1):
+                    chosen.append(index - 1)  # the last of the bucket just left (one of an earlier drain was heard)
+                chosen.append(index)  # the first of a new bucket
+                bucket = this
+        if stamps:
+            if chosen[-1:] != [len(stamps) - 1]:
+                chosen.append(len(stamps) - 1)  # the drain's newest: how far the stream is complete
+            self._bucket = bucket
+        return chosen
+
+
 class EventStream:
     """The packets of one event topic and the events of its recent past. Thread-safe: packets are added on one
     thread while frames are rendered on another (both in arrival / stamp order)."""
