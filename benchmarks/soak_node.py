@@ -73,6 +73,7 @@ def run_soak(
     width: int = 64,
     rss_bound_mb: float = 200.0,
     warmup_sets: int = 20,
+    domain: int | None = None,
 ) -> SoakResult:
     import rclpy
     from rclpy.context import Context
@@ -88,7 +89,9 @@ def run_soak(
 
     encodings = {"rgb": "rgb8", "depth": "32FC1", "lidar": "32FC1", "event": "rgb8"}
     context = Context()
-    rclpy.init(context=context, domain_id=random.SystemRandom().randint(150, 230))
+    if domain is None:  # above the tests' 1..200 (tests/domains.py); the tests pass a domain of their own
+        domain = random.SystemRandom().randint(201, 232)
+    rclpy.init(context=context, domain_id=domain)
     params = {
         "model.image_size": image_size,
         "inference.device": "cpu",
@@ -104,12 +107,13 @@ def run_soak(
     source = Node("memsam_soak_publisher", context=context)
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     pubs = {m: source.create_publisher(Image, topic, qos) for m, topic in node.topics.items()}
-    outputs = [0]
+    outputs: dict[str, int] = {}  # labels received per publisher (another engineer's node may share the domain)
     lock = threading.Lock()
 
-    def on_labels(_msg: Image) -> None:
+    def on_labels(_msg: Image, info: dict) -> None:
+        publisher = str((info.get("publisher_gid") or {}).get("data", ""))
         with lock:
-            outputs[0] += 1
+            outputs[publisher] = outputs.get(publisher, 0) + 1
 
     source.create_subscription(Image, f"/{node.get_name()}/labels", on_labels, qos)
     executor = SingleThreadedExecutor(context=context)  # as memsam-node spins it
@@ -162,7 +166,7 @@ def run_soak(
         for m in stats.received
     )
     with lock:
-        received_outputs = outputs[0]
+        received_outputs, publishers = sum(outputs.values()), len(outputs)
     executor.shutdown(timeout_sec=5)
     source.destroy_node()
     node.destroy_node()
@@ -196,7 +200,12 @@ def run_soak(
         result.failures.append(f"{counts.failed} sets failed inference")
     if not rss_end - rss_start <= rss_bound_mb:
         result.failures.append(f"RSS grew {rss_end - rss_start:.1f} MB (> {rss_bound_mb} MB)")
-    if received_outputs > counts.processed:
+    if publishers > 1:
+        result.failures.append(
+            f"labels came from {publishers} publishers on ROS domain {domain}: another node shares the domain, so "
+            "the inputs and outputs counted here are not this node's alone (run again on another --domain)"
+        )
+    elif received_outputs > counts.processed:
         result.failures.append(f"more outputs ({received_outputs}) than processed sets ({counts.processed})")
     return result
 
@@ -209,8 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--rss-bound-mb", type=float, default=200.0, help="max RSS growth after warm-up")
+    parser.add_argument("--domain", type=int, default=None, help="ROS domain id (default: a random one in 201-232)")
     args = parser.parse_args(argv)
-    result = run_soak(args.sets, args.rate, args.image_size, args.height, args.width, args.rss_bound_mb)
+    result = run_soak(
+        args.sets, args.rate, args.image_size, args.height, args.width, args.rss_bound_mb, domain=args.domain
+    )
     print(f"published {result.sets_published} sets in {result.elapsed_s:.1f} s")
     print(f"RSS start {result.rss_start_mb:.1f} MB, end {result.rss_end_mb:.1f} MB")
     print(f"sets: {result.counts} (outputs received: {result.outputs_received})")
