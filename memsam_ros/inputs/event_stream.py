@@ -245,10 +245,10 @@ class EventStream:
                 check_packet(packet)
             except ImageDecodeError as err:
                 return None, str(err)
-            if self._key is not None:
-                return f"encoding/size changed from {_describe(self._key)} to {_describe(key)}", None
-        if packet.encoding != "evt3" and len(packet.events) % 8:
+        if packet.encoding != "evt3" and len(packet.events) % 8:  # refused before it could reset the stream
             return None, f"event packet of {len(packet.events)} bytes is not a whole number of 64-bit words"
+        if key != self._key and self._key is not None:
+            return f"encoding/size changed from {_describe(self._key)} to {_describe(key)}", None
         if self._last_stamp is not None and packet.stamp_ns < self._last_stamp - RESET_BACKJUMP_NS:
             return (
                 f"header stamps jumped back by {(self._last_stamp - packet.stamp_ns) / NS_PER_S:.3f} s (bag loop?)",
