@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from evt3_camera import swapped
 from evt3_reference import SequentialEvt3
 from test_event_streams import HEIGHT, WIDTH, cut, random_words, sorted_cd
 
@@ -37,11 +38,6 @@ from memsam_ros.inputs.event_stream import EventStream
 
 def words(*pairs: tuple[int, int], big_endian: bool = False) -> bytes:
     return np.asarray([(code << 12) | payload for code, payload in pairs], ">u2" if big_endian else "<u2").tobytes()
-
-
-def swapped(data: bytes, size: int = 2) -> bytes:
-    """The same words in the other byte order."""
-    return np.frombuffer(data, f"<u{size}").astype(f">u{size}").tobytes()
 
 
 def packet(encoding: str, events: bytes, big_endian: bool = False, time_base: int = 0) -> EventPacketView:

@@ -6,10 +6,9 @@ frames. ROS-free, < 2 s.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
+from evt3_camera import ROS_NS, evt3_camera, swapped
 
 from memsam_core.events import EventBatch, accumulate
 from memsam_ros.inputs.cdr import EventPacketView
@@ -17,26 +16,12 @@ from memsam_ros.inputs.event_codecs import Evt3Decoder, Evt3Encoder, Evt3TimeTra
 from memsam_ros.inputs.event_stream import EventStream
 
 WIDTH, HEIGHT = 64, 48
-ROS_NS = 1_000_000_000_000  # ROS time of sensor time 0
 WINDOW_NS = 50_000_000
 
 
-def _evt3(seconds: float, start_us: int = 5_000_000, packet_us: int = 1000, seed: int = 0, big_endian: bool = False):
-    """A continuous EVT3 word stream cut every ``packet_us`` of sensor time, stamped at the packet's start + 0.5 ms;
-    returns the packets and the events in ROS time."""
-    rng = np.random.default_rng(seed)
-    count = int(seconds * 50_000)
-    time_us = np.sort(rng.integers(start_us, start_us + int(seconds * 1e6), count))
-    x, y, p = rng.integers(0, WIDTH, count), rng.integers(0, HEIGHT, count), rng.integers(0, 2, count)
-    encoder, packets = Evt3Encoder(), []
-    edges = np.arange(start_us, start_us + int(seconds * 1e6) + 1, packet_us)
-    for index, (a, b) in enumerate(itertools.pairwise(np.searchsorted(time_us, edges))):
-        data = encoder.encode(time_us[a:b], x[a:b], y[a:b], p[a:b]) if b > a else encoder.tick(int(edges[index]))
-        if big_endian:
-            data = np.frombuffer(data, "<u2").astype(">u2").tobytes()
-        stamp = ROS_NS + int(edges[index]) * 1000 + 500_000
-        packets.append(EventPacketView(stamp, "ev", HEIGHT, WIDTH, index, 0, "evt3", int(big_endian), memoryview(data)))
-    return packets, EventBatch(ROS_NS + time_us * 1000, x, y, p.astype(bool), HEIGHT, WIDTH)
+def _evt3(seconds: float, start_us: int = 5_000_000, seed: int = 0, big_endian: bool = False):
+    """50,000 events a second on this module's sensor, 1 ms packets (``evt3_camera``)."""
+    return evt3_camera(seconds, WIDTH, HEIGHT, 50_000, seed=seed, start_us=start_us, big_endian=big_endian)
 
 
 def _frames(stream: EventStream, packets: list[EventPacketView], ends: list[int], batch: int = 7) -> list[np.ndarray]:
@@ -49,7 +34,6 @@ def _frames(stream: EventStream, packets: list[EventPacketView], ends: list[int]
 def test_an_evt3_stream_gives_each_window_in_either_byte_order(big_endian: bool) -> None:
     packets, truth = _evt3(0.4, big_endian=big_endian)
     stream = EventStream(WINDOW_NS)
-    offset_error = None
     ends = [int(truth.t_ns.min()) + k * 100_000_000 for k in (1, 2, 3)]
     frames = _frames(stream, packets, ends)
     offset_error = stream.clock.offset_ns - ROS_NS
@@ -71,8 +55,7 @@ def test_a_mono_stream_places_each_event_at_its_stamp_plus_dt(big_endian: bool) 
         batch = EventBatch(dt, rng.integers(0, WIDTH, 40), rng.integers(0, HEIGHT, 40), rng.integers(0, 2, 40) == 1,
                            HEIGHT, WIDTH)  # fmt: skip
         data = encode_mono(batch, 0)
-        if big_endian:
-            data = np.frombuffer(data, "<u8").astype(">u8").tobytes()
+        data = swapped(data, 8) if big_endian else data
         packets.append(EventPacketView(stamp, "ev", HEIGHT, WIDTH, index, 0, "mono", int(big_endian), memoryview(data)))
         events.append(EventBatch(stamp + dt, batch.x, batch.y, batch.polarity, HEIGHT, WIDTH))
     arrivals = EventStream(WINDOW_NS).add_packets(packets[:1])

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from domains import next_domain_id
+from evt3_camera import evt3_camera
 from evt3_reference import SequentialEvt3
 from ros_helpers import image_msg, interrupt, scene_frames, wait_until
 
@@ -255,21 +256,8 @@ def test_sensor_clock_bound_fails_for_per_packet_anchoring() -> None:
 
 # ------------------------------------------------------------------------------------------------ the stream
 def _camera(seconds: float, rate_hz: float = 200_000, packet_us: int = 1000, seed: int = 0, start_us: int = 5_000_000):
-    """A metavision-like EVT3 camera: one continuous word stream cut every ``packet_us`` of sensor time; the header
-    stamp is the true time of the packet's first event + 0.5 ms (ROS time 1000 s = sensor 0)."""
-    rng = np.random.default_rng(seed)
-    events = int(seconds * rate_hz)
-    time_us = np.sort(rng.integers(start_us, start_us + int(seconds * 1e6), events))
-    x, y, p = rng.integers(0, WIDTH, events), rng.integers(0, HEIGHT, events), rng.integers(0, 2, events)
-    encoder, packets = Evt3Encoder(), []
-    edges = np.arange(start_us, start_us + int(seconds * 1e6) + 1, packet_us)
-    bounds = np.searchsorted(time_us, edges)
-    for index, (a, b) in enumerate(itertools.pairwise(bounds)):
-        data = encoder.encode(time_us[a:b], x[a:b], y[a:b], p[a:b]) if b > a else encoder.tick(int(edges[index]))
-        stamp = 1_000_000_000_000 + int(edges[index]) * 1000 + 500_000
-        packets.append(EventPacketView(stamp, "ev", HEIGHT, WIDTH, index, 0, "evt3", 0, memoryview(data)))
-    ros = EventBatch(1_000_000_000_000 + time_us * 1000, x, y, p.astype(bool), HEIGHT, WIDTH)
-    return packets, ros
+    """A metavision-like EVT3 camera on this module's sensor (``evt3_camera``)."""
+    return evt3_camera(seconds, WIDTH, HEIGHT, rate_hz, packet_us, seed, start_us)
 
 
 def test_stream_frames_are_the_events_of_the_window_in_ros_time() -> None:

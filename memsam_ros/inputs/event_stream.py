@@ -154,9 +154,6 @@ class CoverageSampler:
     def __init__(self) -> None:
         self._bucket: int | None = None  # bucket of the newest stamp seen
 
-    def reset(self) -> None:
-        self._bucket = None
-
     def heard(self, stamps: list[int], slop_ns: int) -> list[int]:
         """Indices into one drain's covered ``stamps`` (in arrival order) that the synchroniser is to hear."""
         width = max(2 * slop_ns, 1)
