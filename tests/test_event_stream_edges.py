@@ -182,3 +182,28 @@ def test_windows_far_apart_over_packets_cut_anywhere_decode_as_the_whole_stream(
     for end, frame in zip(ends, frames, strict=True):
         np.testing.assert_array_equal(frame, accumulate(truth, end - WINDOW_NS, end), err_msg=str(end))
         assert frame.sum() > 0
+
+
+def test_reset_forgets_the_packets_and_the_window() -> None:
+    """A new subscription (``reset``): the packets and events before it are not rendered, and the stream starts
+    afresh (the next packet is fresh, its clock sample the first)."""
+    packets, truth = _evt3(0.1)
+    stream = EventStream(WINDOW_NS)
+    end = int(truth.t_ns.max())
+    _frames(stream, packets, [])
+    stream.reset()
+    assert stream.frame(end) is None and stream.clock.offset_ns is None
+    later, _ = _evt3(0.05, start_us=5_200_000, seed=3)
+    (arrival,) = stream.add_packets(later[:1])
+    assert arrival.reset is None and stream._pending[-1].fresh
+
+
+def test_decoded_arrays_are_kept_in_ros_time() -> None:
+    """``dvs_msgs/EventArray`` events arrive decoded (``add_batch``) and render in the window of their stamps."""
+    batch = EventBatch(ROS_NS + np.array([10, 20, 30]) * 1_000_000, np.array([1, 2, 3]), np.array([4, 5, 6]),
+                       np.array([True, False, True]), HEIGHT, WIDTH)  # fmt: skip
+    stream = EventStream(WINDOW_NS)
+    stream.add_batch(batch)
+    end = ROS_NS + 30_000_000
+    np.testing.assert_array_equal(stream.frame(end), accumulate(batch, end - WINDOW_NS, end))
+    assert stream.frame(end).sum() > 0
